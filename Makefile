@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test results clean
+
+# torch is pinned here (not in pyproject) so CI takes the CPU wheel on this machine
+# instead of a multi-GB CUDA build; users keep the open range torch>=2.4.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m scripts.demo
+
+test: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q
+
+results: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m scripts.make_results
+
+clean:
+	rm -rf $(VENV) runs

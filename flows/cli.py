@@ -1,0 +1,166 @@
+"""The `cascade` command line.
+
+Exit codes: 0 every item ok · 3 some items failed · 2 bad usage, config or
+wiring (one-line message, no traceback) · 1 internal crash.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows import prefect_env  # noqa: F401  (before prefect is imported)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Typed model cascades (speech → text → translation, ensembles, merges) as Prefect flows.")
+console = Console(stderr=True)
+out = Console()
+
+EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def usage_error(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _parse_params(params: list[str]) -> dict[str, str]:
+    parsed = {}
+    for p in params:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            usage_error(f"--param takes KEY=VALUE, got {p!r}")
+        parsed[key] = value
+    return parsed
+
+
+@app.command()
+def run(
+    pipeline: str = typer.Argument(..., help="built-in name (see `cascade list`) or module:attribute"),
+    inputs: List[str] = typer.Argument(..., help="audio/text files, folders (manifest.jsonl inside) or .jsonl"),
+    out_dir: str = typer.Option("runs", "--out", help="folder or fsspec URI holding job folders"),
+    job_id: Optional[str] = typer.Option(None, help="rerun with the same id to resume"),
+    batch_size: int = typer.Option(16, help="items per micro-batch (one Prefect task per stage × batch)"),
+    runner: str = typer.Option("local", help="local (threads), ray or dask"),
+    workers: int = typer.Option(2, help="concurrent tasks for the local runner"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --runner ray"),
+    param: List[str] = typer.Option([], "--param", "-p", help="pipeline parameter KEY=VALUE (repeatable)"),
+    target: Optional[str] = typer.Option(None, help="target language (same as -p target=LANG)"),
+    show: int = typer.Option(5, help="example rows to print"),
+) -> None:
+    """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
+    from pipelines.graph import WiringError
+    from pipelines.registry import PipelineNotFound, resolve
+    from flows.compile import run as run_job
+    from flows.manifest import InputError
+    from flows.runners import RunnerError
+
+    if batch_size < 1:
+        usage_error(f"--batch-size must be ≥ 1, got {batch_size}")
+    params = _parse_params(param)
+    if os.getcwd() not in sys.path:  # `module:attribute` from the current folder, like `python -m`
+        sys.path.insert(0, os.getcwd())
+    if target:
+        params["target"] = target
+    missing = [p for p in inputs if "://" not in p and not Path(p).exists()]
+    if missing:
+        usage_error(f"input not found: {missing[0]}")
+    try:
+        pipe = resolve(pipeline, params)
+        result = run_job(pipe, list(inputs), out=out_dir, job_id=job_id, batch_size=batch_size,
+                         runner=runner, workers=workers, ray_address=ray_address,
+                         show_progress=sys.stderr.isatty())
+    except (PipelineNotFound, WiringError, InputError, RunnerError, ValueError) as exc:
+        usage_error(str(exc))
+    _print_result(result, show)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_result(result, show: int) -> None:
+    s = result.summary
+    table = Table(title=f"{s['pipeline']} · job {s['job_id']}", show_lines=False)
+    table.add_column("id", no_wrap=True)
+    nodes = list(s["stages"])
+    for n in nodes:
+        table.add_column(n)
+    for row in result.outputs[:show]:
+        table.add_row(row["id"], *[_brief(row.get(n)) for n in nodes])
+    if show and result.outputs:
+        out.print(table)
+    for err in result.errors[:show]:
+        out.print(f"[yellow]failed[/yellow] {err['item_id']} at {err['stage']} ({err['kind']}): {err['message']}",
+                  highlight=False)
+    stages = ", ".join(f"{n} {v['ok']} ok/{v['failed']} failed ({v['seconds']:.1f}s, "
+                       f"{v['cached_batches']}/{v['batches']} batches reused)" for n, v in s["stages"].items())
+    out.print(f"{s['ok']}/{s['items']} items ok, {s['failed']} failed · {stages}", highlight=False)
+    if s["metrics"]:
+        out.print("metrics: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items()), highlight=False)
+    out.print(f"outputs: {result.root}/outputs.jsonl", highlight=False)
+
+
+def _brief(output: dict | None, width: int = 60) -> str:
+    if output is None:
+        return "—"
+    text = output.get("text") if isinstance(output, dict) else None
+    text = text if isinstance(text, str) else json.dumps(output, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def status(job_dir: str = typer.Argument(..., help="a job folder (OUT/JOB_ID) or its URI")) -> None:
+    """Show a job's progress: finished batches per stage, or its summary when done."""
+    from flows.store import RunStore
+
+    store = RunStore(job_dir)
+    if not store.exists("job.json"):
+        usage_error(f"{job_dir} is not a job folder (no job.json)")
+    meta = store.read_json("job.json")
+    n_batches = len(meta["batches"])
+    table = Table(title=f"job {meta['job_id']} · {meta['pipeline']['name']}")
+    for col in ("stage", "batches stored", "ok", "failed"):
+        table.add_column(col)
+    summary = store.read_json("summary.json") if store.exists("summary.json") else None
+    for node in [n["name"] for n in meta["pipeline"]["nodes"]]:
+        stored = store.fs.glob(store.path("stages", node, "*.jsonl"))
+        stats = (summary or {}).get("stages", {}).get(node, {})
+        table.add_row(node, f"{len(stored)}/{n_batches}", str(stats.get("ok", "—")), str(stats.get("failed", "—")))
+    out.print(table)
+    if summary:
+        out.print(f"finished: {summary['ok']}/{summary['items']} ok, {summary['failed']} failed; "
+                  f"metrics {summary['metrics']}", highlight=False)
+    else:
+        out.print("not finished (rerun with the same --job-id to resume)")
+
+
+@app.command("list")
+def list_() -> None:
+    """List built-in pipelines and stages."""
+    from pipelines.registry import describe_builtins
+    from stages import STAGES
+
+    table = Table(title="pipelines")
+    table.add_column("name")
+    table.add_column("what")
+    for name, doc in describe_builtins():
+        table.add_row(name, doc)
+    out.print(table)
+    table = Table(title="stages")
+    for col in ("kind", "class", "input → output"):
+        table.add_column(col)
+    for kind, cls in STAGES().items():
+        table.add_row(kind, f"{cls.__module__}.{cls.__name__}", f"{cls.Input.__name__} → {cls.Output.__name__}")
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

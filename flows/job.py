@@ -1,0 +1,87 @@
+"""A job on disk: the pipeline as JSON, the items, the micro-batches.
+
+Everything a worker needs to run one stage × batch is in the job folder, so
+tasks take only (job root, node, batch index, upstream keys): small strings
+that any runner (threads, Ray, a remote worker) can ship.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pipelines.graph import Metric, Pipeline
+from stages.base import ItemError, stage_from_spec
+from flows.store import RunStore
+
+JOB_FILE = "job.json"
+MANIFEST = "manifest.jsonl"
+
+
+def pipeline_spec(pipe: Pipeline) -> dict:
+    return {
+        "name": pipe.name,
+        "nodes": [{"name": n, "stage": pipe.nodes[n].stage.spec(),
+                   "bindings": {k: list(v) for k, v in pipe.nodes[n].bindings.items()}} for n in pipe.order()],
+        "metrics": [m.__dict__ for m in pipe.metrics],
+    }
+
+
+def pipeline_from_spec(spec: dict) -> Pipeline:
+    pipe = Pipeline(spec["name"], metrics=[Metric(**m) for m in spec.get("metrics", [])])
+    for node in spec["nodes"]:
+        pipe.add(node["name"], stage_from_spec(node["stage"]))
+    for node in spec["nodes"]:
+        for dst_field, (src, src_field) in node["bindings"].items():
+            pipe._bind(src, src_field, node["name"], dst_field)
+    return pipe.validate()
+
+
+@dataclass
+class Job:
+    root: str
+    store: RunStore
+    pipeline: Pipeline
+    items: dict[str, dict]  # id -> item, in input order
+    batches: list[list[str]]
+    input_errors: list[ItemError]
+    job_id: str
+
+    @property
+    def order(self) -> list[str]:
+        return self.pipeline.order()
+
+
+def write_job(root: str, pipe: Pipeline, items: list[dict], input_errors: list[ItemError],
+              batch_size: int, job_id: str) -> Job:
+    store = RunStore(root)
+    batches = [[it["id"] for it in items[i:i + batch_size]] for i in range(0, len(items), batch_size)]
+    store.write_jsonl(MANIFEST, items)
+    store.write_json(JOB_FILE, {
+        "job_id": job_id, "batch_size": batch_size, "pipeline": pipeline_spec(pipe),
+        "batches": batches, "input_errors": [e.model_dump() for e in input_errors],
+    })
+    job = Job(root, store, pipe, {it["id"]: it for it in items}, batches, input_errors, job_id)
+    with _load_lock:
+        _load_cached.cache_clear()
+        _live[root] = job  # tasks in this process use the live stages (even ones defined in a test)
+    return job
+
+
+_load_lock = threading.Lock()
+_live: dict[str, Job] = {}
+
+
+def load_job(root: str) -> Job:
+    """The job as this process sees it; built once per process and reused by every task."""
+    with _load_lock:
+        return _live.get(root) or _load_cached(root)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(root: str) -> Job:
+    store = RunStore(root)
+    meta = store.read_json(JOB_FILE)
+    items = {it["id"]: it for it in store.read_jsonl(MANIFEST)}
+    return Job(root, store, pipeline_from_spec(meta["pipeline"]), items, meta["batches"],
+               [ItemError(**e) for e in meta["input_errors"]], meta["job_id"])

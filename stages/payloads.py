@@ -1,0 +1,65 @@
+"""Payload types shared by stages: what flows along a pipeline's edges.
+
+Every payload is a pydantic model and travels as JSON. Anything large (audio,
+tensors) travels as a path or URI, never inline, so the run store stays small
+and nothing needs pickle.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FileRef:
+    """Marks a str field as a path to a file whose *content* identifies the item.
+
+    The run store hashes such files into the cache key, so replacing a clip
+    with another file of the same name recomputes it.
+    """
+
+
+FilePath = Annotated[str, FileRef()]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hypothesis(Payload):
+    """One entry of an n-best list: text and its model score (sum of token log-probs)."""
+
+    text: str
+    score: float
+
+
+class AudioClip(Payload):
+    audio: FilePath = Field(description="path or fsspec URI of an audio file")
+    language: str | None = Field(None, description="spoken language if known (ISO 639-1)")
+
+
+class Text(Payload):
+    text: str
+    language: str | None = None
+
+
+class Transcript(Payload):
+    text: str
+    language: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    duration: float | None = Field(None, description="seconds of audio")
+    nbest: list[Hypothesis] | None = None
+
+
+class Translation(Payload):
+    text: str
+    language: str | None = None
+    source_text: str | None = None
+    score: float | None = None
+    nbest: list[Hypothesis] | None = None
+
+
+class Generation(Payload):
+    text: str
+    prompt: str | None = None

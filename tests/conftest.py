@@ -1,0 +1,32 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import flows  # noqa: E402,F401  (applies cascadekit's Prefect defaults before prefect loads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    """One temporary Prefect server for the whole session; subprocesses reuse it via PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        yield PREFECT_API_URL.value()
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture
+def cli_env():
+    """Environment for `cascade` subprocesses: repo importable, the session's Prefect server."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+CASCADE = [str(Path(sys.executable).with_name("cascade"))]  # the installed entry point
