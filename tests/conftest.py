@@ -30,3 +30,32 @@ def cli_env():
 
 
 CASCADE = [str(Path(sys.executable).with_name("cascade"))]  # the installed entry point
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory):
+    from tests.tiny_models import make_whisper
+
+    return make_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_marian(tmp_path_factory):
+    from tests.tiny_models import make_marian
+
+    return make_marian(tmp_path_factory.mktemp("marian"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    from tests.tiny_models import make_gpt2
+
+    return make_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory):
+    """Clips of synthetic 'speech' (tone sweeps + noise) in many formats and shapes."""
+    from tests.audio_samples import make_clips
+
+    return make_clips(tmp_path_factory.mktemp("audio"))

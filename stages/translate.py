@@ -1,0 +1,152 @@
+"""Machine translation with any transformers seq2seq model (Marian, NLLB, M2M100, T5, ...)."""
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, Field
+
+from stages.base import ItemFailure, Stage, StageConfig
+from stages.hf_loading import hf_identity, load_hf
+from stages.payloads import Hypothesis, Translation
+
+# ISO 639-1 -> NLLB/FLORES codes for common languages; other codes pass through unchanged.
+NLLB_CODES = {
+    "en": "eng_Latn", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn", "it": "ita_Latn",
+    "pt": "por_Latn", "nl": "nld_Latn", "ru": "rus_Cyrl", "zh": "zho_Hans", "ja": "jpn_Jpan",
+    "ko": "kor_Hang", "ar": "arb_Arab", "hi": "hin_Deva", "tr": "tur_Latn", "pl": "pol_Latn",
+    "uk": "ukr_Cyrl", "cs": "ces_Latn", "sv": "swe_Latn", "fi": "fin_Latn", "el": "ell_Grek",
+}
+
+
+class SourceText(BaseModel):
+    text: str
+    language: str | None = Field(None, description="source language; the config's source_lang when unset")
+    nbest: list[Hypothesis] | None = Field(None, description="alternatives from upstream (e.g. ASR n-best)")
+
+
+class TranslateConfig(StageConfig):
+    model: str = Field(..., description="hub id or local dir")
+    revision: str | None = None
+    source_lang: str | None = None
+    target_lang: str | None = None
+    num_beams: int = Field(4, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    max_input_tokens: int = Field(512, ge=1, description="longer inputs fail per item instead of being cut")
+    length_penalty: float = 1.0
+    nbest: int = Field(0, ge=0, description="return this many translations (≤ num_beams)")
+    use_upstream_nbest: bool = Field(False, description="translate every upstream hypothesis; keep the best "
+                                     "by upstream score × weight + translation score")
+    upstream_weight: float = 1.0
+    generate_batch: int = Field(32, ge=1)
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+class Translate(Stage):
+    """Text -> translation (transformers AutoModelForSeq2SeqLM, batched beam search)."""
+
+    Input = SourceText
+    Output = Translation
+    Config = TranslateConfig
+    kind = "mt"
+    uses_gpu = True
+
+    def model_identity(self) -> str:
+        return hf_identity(self.config.model, self.config.revision)
+
+    def load(self):
+        c = self.config
+        return load_hf("AutoModelForSeq2SeqLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code)
+
+    def process(self, batch: list[SourceText]) -> list:
+        model, tok = self.load()
+        cfg = self.config
+        max_in = min(cfg.max_input_tokens, model_max_positions(model))
+        # Every (item, candidate source) pair to translate; candidate 0 is the 1-best text.
+        jobs: list[tuple[int, str, float]] = []
+        results: list = [None] * len(batch)
+        for i, item in enumerate(batch):
+            sources = [(item.text, 0.0)]
+            if cfg.use_upstream_nbest and item.nbest:
+                sources = [(h.text, h.score) for h in item.nbest]
+            for text, score in sources:
+                n = len(tok(text, add_special_tokens=True)["input_ids"])
+                if n > max_in:
+                    results[i] = ItemFailure(f"source has {n} tokens, over max_input_tokens={max_in} "
+                                             "(config or model limit); split the text")
+                    break
+                jobs.append((i, text, score))
+        jobs = [j for j in jobs if results[j[0]] is None]
+        hyps = self.translate([t for _, t, _ in jobs], [batch[i].language for i, _, _ in jobs], model, tok)
+
+        best: dict[int, tuple[float, list[Hypothesis], str]] = {}
+        for (i, text, up_score), nb in zip(jobs, hyps):
+            total = cfg.upstream_weight * up_score + (nb[0].score if nb else 0.0)
+            if i not in best or total > best[i][0]:
+                best[i] = (total, nb, text)
+        for i, (_, nb, text) in best.items():
+            results[i] = Translation(text=nb[0].text if nb else "", language=cfg.target_lang, source_text=text,
+                                     score=nb[0].score if nb else None, nbest=nb[: cfg.nbest] if cfg.nbest else None)
+        return results
+
+    @torch.no_grad()
+    def translate(self, texts: list[str], languages: list[str | None], model, tok) -> list[list[Hypothesis]]:
+        cfg = self.config
+        n_return = max(1, min(cfg.nbest, cfg.num_beams))
+        out: list[list[Hypothesis]] = [[] for _ in texts]
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # empty source -> empty translation
+        # Sorting by length keeps padding (wasted compute) low inside each generate call.
+        todo.sort(key=lambda i: len(texts[i]))
+        for b in range(0, len(todo), cfg.generate_batch):
+            idx = todo[b:b + cfg.generate_batch]
+            # Groups with one source language at a time (multilingual tokenizers prefix it).
+            for lang in dict.fromkeys(languages[i] or cfg.source_lang for i in idx):
+                group = [i for i in idx if (languages[i] or cfg.source_lang) == lang]
+                for i, hyps in zip(group, self._generate([texts[i] for i in group], lang, model, tok, n_return)):
+                    out[i] = hyps
+        return out
+
+    def _generate(self, texts, source_lang, model, tok, n_return) -> list[list[Hypothesis]]:
+        cfg = self.config
+        kwargs = generation_kwargs(tok, source_lang, cfg.target_lang)
+        prefix = kwargs.pop("_prefix", "")
+        enc = tok([prefix + t for t in texts], return_tensors="pt", padding=True).to(model.device)
+        max_new = min(cfg.max_new_tokens, model_max_positions(model) - 1)
+        gen = model.generate(**enc, num_beams=cfg.num_beams, max_new_tokens=max_new,
+                             length_penalty=cfg.length_penalty, num_return_sequences=n_return,
+                             output_scores=True, return_dict_in_generate=True, **kwargs)
+        decoded = tok.batch_decode(gen.sequences, skip_special_tokens=True)
+        if cfg.num_beams > 1:
+            scores = gen.sequences_scores.tolist()
+        else:  # greedy: sum of the chosen tokens' log-probs
+            scores = model.compute_transition_scores(gen.sequences, gen.scores, normalize_logits=True).sum(-1).tolist()
+        return [[Hypothesis(text=decoded[k].strip(), score=scores[k]) for k in range(j * n_return, (j + 1) * n_return)]
+                for j in range(len(texts))]
+
+
+def model_max_positions(model) -> int:
+    """Longest sequence the model's position embeddings allow (a big number when unbounded)."""
+    return int(getattr(model.config, "max_position_embeddings", None) or 1_000_000)
+
+
+def generation_kwargs(tok, source_lang: str | None, target_lang: str | None) -> dict:
+    """Language handling for multilingual models: NLLB/M2M forced BOS, multi-target Marian `>>xx<<`."""
+    kwargs: dict = {}
+    vocab = tok.get_vocab()
+    if source_lang and hasattr(tok, "src_lang"):
+        tok.src_lang = _lang_code(vocab, source_lang)
+    if not target_lang:
+        return kwargs
+    if hasattr(tok, "get_lang_id"):  # M2M100 (__de__ tokens)
+        kwargs["forced_bos_token_id"] = tok.get_lang_id(target_lang)
+    elif hasattr(tok, "src_lang") and _lang_code(vocab, target_lang) in vocab:  # NLLB-style language tokens
+        kwargs["forced_bos_token_id"] = vocab[_lang_code(vocab, target_lang)]
+    elif f">>{target_lang}<<" in vocab:  # multi-target Marian
+        kwargs["_prefix"] = f">>{target_lang}<< "
+    return kwargs
+
+
+def _lang_code(vocab: dict, lang: str) -> str:
+    if lang in vocab:
+        return lang
+    code = NLLB_CODES.get(lang, lang)
+    return code if code in vocab else lang
