@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m scripts.demo
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/cascade run speech-translation assets/demo/test \
+		--target de --out runs --job-id demo-$$(date +%Y%m%d-%H%M%S) --show 8
 
 test: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q

@@ -1,0 +1,67 @@
+"""Prefect overhead: the same two-stage pipeline over the same micro-batches,
+(a) called in a plain Python loop, (b) run as the compiled Prefect flow (server already up).
+
+    python -m benchmarks.bench_overhead [--items 1024] [--batch-size 32]
+
+Prints a table and, last, {"overhead_ratio": b/a}. Goal: ≤ 1.05.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import flows  # noqa: F401  (Prefect defaults)
+from benchmarks.common import MatmulFeatures, VectorNorm, print_json_line, print_table, timed
+from pipelines.graph import Pipeline
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="flow task concurrency (1 = same as the loop)")
+    args = ap.parse_args()
+    from flows.compile import run
+
+    stages = [MatmulFeatures(layers=args.layers), VectorNorm(layers=args.layers)]
+    items = [{"id": f"i{i}", "text": f"item number {i} of the overhead benchmark"} for i in range(args.items)]
+    batches = [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
+
+    def plain_loop():
+        outs = []
+        for batch in batches:
+            x = [stages[0].Input(text=it["text"]) for it in batch]
+            outs += stages[1].run_batch(stages[0].run_batch(x))
+        return [o.text for o in outs]
+
+    def through_prefect(job):
+        pipe = Pipeline.chain(*stages, name="overhead")
+        res = run(pipe, items, out=tmp, job_id=job, batch_size=args.batch_size, workers=args.workers)
+        return [o["norm"]["text"] for o in res.outputs]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        through_prefect("warmup")  # starts the server and warms imports: not timed
+        plain_loop()
+        loops, flows_ = [], []
+        for r in range(args.repeats):  # alternate, so background load hits both sides alike
+            t, ref = timed(plain_loop)
+            loops.append(t)
+            t, got = timed(lambda: through_prefect(f"timed{r}"))
+            flows_.append(t)
+        t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
+    assert got == ref, "the flow must compute exactly what the loop computes"
+    n_batches = len(batches)
+    per_batch_ms = 1000 * t_loop / n_batches
+    print_table("Prefect overhead (same stages, same micro-batches)",
+                ["way", "items", "batches", "tasks", "wall s", "compute ms / batch"],
+                [["plain loop", args.items, n_batches, 0, t_loop, per_batch_ms],
+                 ["Prefect flow", args.items, n_batches, 2 * n_batches, t_flow, 1000 * t_flow / n_batches]])
+    print_json_line({"overhead_ratio": round(t_flow / t_loop, 4), "loop_s": round(t_loop, 3),
+                     "flow_s": round(t_flow, 3), "compute_ms_per_batch": round(per_batch_ms, 1)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Shared pieces of the benchmarks: timing, tables, the JSON last line, a compute-bound stage."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import statistics
+import time
+from typing import Callable
+
+import torch
+from pydantic import BaseModel
+
+from stages.base import Stage, StageConfig
+from stages.payloads import Text
+
+
+def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
+    """Median wall time of `repeats` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r])
+    Console().print(table)
+
+
+def print_json_line(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+class Vector(BaseModel):
+    values: list[float]
+
+
+class MatmulFeatures(Stage):
+    """Text -> a feature vector through a fixed random MLP: real, GIL-free tensor compute."""
+
+    Input = Text
+    Output = Vector
+    kind = "features"
+
+    class Config(StageConfig):
+        width: int = 512
+        layers: int = 8
+        out_dim: int = 8
+
+    def process(self, batch):
+        c = self.config
+        weights = _weights(0, c.width, c.layers)
+        x = torch.stack([_text_vector(t.text, c.width) for t in batch])
+        x = x.repeat(64, 1)  # 64 "tokens" per item, like a short sentence through a model
+        for w in weights:
+            x = torch.tanh(x @ w)
+        pooled = x.view(64, len(batch), c.width).mean(0)[:, : c.out_dim]
+        return [Vector(values=[round(v, 5) for v in row.tolist()]) for row in pooled]
+
+
+class VectorNorm(Stage):
+    """Vector -> text (its norm), after more tensor compute: the second stage of the chain."""
+
+    Input = Vector
+    Output = Text
+    kind = "norm"
+
+    class Config(StageConfig):
+        width: int = 512
+        layers: int = 8
+
+    def process(self, batch):
+        c = self.config
+        w_in, *weights = _weights(1, c.width, c.layers + 1)
+        x = torch.tensor([b.values for b in batch]).repeat(64, 1) @ w_in[: len(batch[0].values)]
+        for w in weights:
+            x = torch.tanh(x @ w)
+        norms = x.view(64, len(batch), c.width).norm(dim=-1).mean(0)
+        return [Text(text=f"{n:.4f}") for n in norms.tolist()]
+
+
+@functools.lru_cache(maxsize=8)
+def _weights(seed: int, width: int, layers: int) -> list[torch.Tensor]:
+    """Fixed random weights, made once per process (like a loaded model)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(width, width, generator=g) / width ** 0.5 for _ in range(layers)]
+
+
+def _text_vector(text: str, width: int) -> torch.Tensor:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+    return torch.randn(width, generator=torch.Generator().manual_seed(seed))
