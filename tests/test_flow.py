@@ -105,3 +105,12 @@ def test_changed_downstream_stage_recomputes_only_itself(tmp_path):
     calls = count.read_text().splitlines()
     assert sum(c.startswith("upper") for c in calls) == 0 and sum(c.startswith("split") for c in calls) == 3
     assert result.summary["stages"]["upper"]["cached_batches"] == 3
+
+
+def test_failed_upstream_batch_skips_downstream_without_hanging(tmp_path):
+    count = tmp_path / "calls.txt"
+    pipe = Pipeline.chain(Flaky(count_file=str(count), failures=100, retries=0), Split())
+    result = run(pipe, TEXTS[:4], out=str(tmp_path), job_id="h", batch_size=2)
+    assert result.exit_code == 3 and result.outputs == []
+    assert {(e["stage"], e["kind"]) for e in result.errors} == {("flaky", "batch_failed")}
+    assert result.summary["stages"]["split"]["ok"] == 0
