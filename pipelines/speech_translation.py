@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipelines.graph import Metric, Pipeline
 from stages.asr_whisper import WhisperASR
+from stages.ensemble_translate import EnsembleTranslate
 from stages.generate import Generate
 from stages.translate import Translate
 
@@ -21,12 +22,17 @@ DEMO_LM = str(ASSETS / "lm-en")
 
 def speech_translation(target: str = "de", source: str | None = "en", asr_model: str = DEMO_ASR,
                        mt_model: str = DEMO_MT, beam_size: int | None = None, mt_beams: int = 4,
-                       asr_nbest: int = 0, device: str = "auto") -> Pipeline:
-    """Speech in, translation out: whisper ASR -> seq2seq MT (optionally over the ASR n-best)."""
+                       asr_nbest: int = 0, mt_ensemble: str = "", combiner: str = "linear",
+                       device: str = "auto") -> Pipeline:
+    """Speech in, translation out: whisper ASR -> seq2seq MT (or a comma-separated MT ensemble)."""
     asr = WhisperASR(model=asr_model, language=source, beam_size=beam_size or (asr_nbest or None),
                      nbest=asr_nbest, device=device)
-    mt = Translate(model=mt_model, source_lang=source, target_lang=target, num_beams=mt_beams,
-                   use_upstream_nbest=asr_nbest > 1, device=device)
+    if mt_ensemble:
+        mt = EnsembleTranslate(members=[m.strip() for m in mt_ensemble.split(",") if m.strip()],
+                               combiner=combiner, target_lang=target, num_beams=mt_beams, device=device)
+    else:
+        mt = Translate(model=mt_model, source_lang=source, target_lang=target, num_beams=mt_beams,
+                       use_upstream_nbest=asr_nbest > 1, device=device)
     pipe = Pipeline("speech-translation", metrics=[
         Metric("wer", "asr", "text", f"ref_{source or 'en'}"), Metric("bleu", "mt", "text", f"ref_{target}")])
     return pipe.add("asr", asr).add("mt", mt).connect("asr", "mt").validate()

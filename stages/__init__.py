@@ -7,6 +7,7 @@ _BUILTIN = {
     "asr": "stages.asr_whisper:WhisperASR",
     "mt": "stages.translate:Translate",
     "generate": "stages.generate:Generate",
+    "ensemble_mt": "stages.ensemble_translate:EnsembleTranslate",
 }
 
 
