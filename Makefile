@@ -22,6 +22,7 @@ demo: $(STAMP)
 		--target de --out runs --job-id demo-$$(date +%Y%m%d-%H%M%S) --show 8
 
 test: $(STAMP)
+	bash scripts/mergekit_venv.sh  # mergekit 0.1.5 in its own venv: the merge parity reference
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q
 
 results: $(STAMP)
