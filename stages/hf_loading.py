@@ -1,11 +1,20 @@
 """Loading Hugging Face models and tokenizers through the process-wide cache."""
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 from stages.model_cache import load_cached, path_identity, pick_device, pick_dtype
+
+
+def _drop_length_clash(record: logging.LogRecord) -> bool:
+    # Stages pass max_new_tokens on purpose; a checkpoint's own max_length default is not a clash worth a warning.
+    return "`max_new_tokens` will take precedence" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_drop_length_clash)
 
 
 def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str = "auto",
@@ -19,6 +28,7 @@ def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str =
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "local_files_only": local}
 
     def load():
+        transformers.utils.logging.disable_progress_bar()  # the job's own progress bar is enough
         cls = getattr(transformers, auto_cls)
         model = cls.from_pretrained(name_or_path, dtype=dt, **kwargs).to(dev).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
