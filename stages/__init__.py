@@ -8,6 +8,10 @@ _BUILTIN = {
     "mt": "stages.translate:Translate",
     "generate": "stages.generate:Generate",
     "ensemble_mt": "stages.ensemble_translate:EnsembleTranslate",
+    "self_refine": "stages.self_refine:SelfRefine",
+    "deliberate": "stages.deliberation:Deliberate",
+    "mask_predict": "stages.mask_predict:MaskPredict",
+    "masked_diffusion": "stages.masked_diffusion:MaskedDiffusionRepair",
 }
 
 

@@ -1,0 +1,74 @@
+"""Masked-diffusion repair as a stage: any HF masked LM re-masks doubtful tokens and fills them back in.
+
+    WhisperASR(model=...) >> MaskedDiffusionRepair(model="build/mlm-en", steps=4, remask_fraction=0.15)
+
+Input is Transcript-like (`text`, `language` bind by name after ASR); the
+output keeps the original as `source_text` and the trace shows the masked text
+at iteration 0 and each unmasking step after (stages/refine/masked_diffusion.py).
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from stages.base import ItemFailure, Stage, StageConfig
+from stages.hf_loading import hf_identity, load_hf
+from stages.refine.loop import RefineOutput, refine_loop
+from stages.refine.masked_diffusion import MaskedDiffusionStep
+
+
+class RepairInput(BaseModel):
+    text: str
+    language: str | None = None
+
+
+class _Repaired(BaseModel):
+    text: str
+    source_text: str = Field(description="the text before repair")
+    language: str | None = None
+
+
+class Repaired(RefineOutput, _Repaired):
+    """text first, then the refinement fields (iterations, stopped_because, trace)."""
+
+
+class MaskedDiffusionConfig(StageConfig):
+    model: str = Field(..., description="any AutoModelForMaskedLM (hub id or local dir)")
+    revision: str | None = None
+    steps: int = Field(4, ge=1, description="unmasking steps (linear schedule)")
+    remask_fraction: float = Field(0.15, ge=0, le=1, description="re-mask at most this share of the tokens; "
+                                   "1.0 = all-mask start")
+    confidence_threshold: float | None = Field(None, ge=0, le=1, description="only tokens the MLM gives "
+                                               "a lower probability may be re-masked")
+    max_tokens: int = Field(512, ge=2, description="longer texts fail per item (never cut silently)")
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+class MaskedDiffusionRepair(Stage):
+    Input = RepairInput
+    Output = Repaired
+    Config = MaskedDiffusionConfig
+    kind = "masked_diffusion"
+    uses_gpu = True
+
+    def model_identity(self) -> str:
+        return hf_identity(self.config.model, self.config.revision)
+
+    def process(self, batch: list[RepairInput]) -> list:
+        c = self.config
+        model, tok = load_hf("AutoModelForMaskedLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code)
+        limit = min(c.max_tokens, getattr(model.config, "max_position_embeddings", None) or c.max_tokens)
+        results: list = [None] * len(batch)
+        todo = []
+        for i, item in enumerate(batch):
+            n = len(tok(item.text)["input_ids"])
+            if n > limit:
+                results[i] = ItemFailure(f"text has {n} tokens, over max_tokens={limit}; split it")
+            else:
+                todo.append(i)
+        step = MaskedDiffusionStep(model, tok, c.steps, c.remask_fraction, c.confidence_threshold, limit)
+        states = refine_loop([batch[i].text for i in todo], step, c.steps + 1)
+        for i, s in zip(todo, states):
+            results[i] = Repaired(text=s.output, source_text=batch[i].text, language=batch[i].language,
+                                  **s.result_fields())
+        return results
