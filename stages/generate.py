@@ -45,6 +45,7 @@ class GenerateConfig(StageConfig):
     generate_batch: int = Field(16, ge=1)
     dtype: str = "auto"
     trust_remote_code: bool = False
+    moe_layer: bool = Field(False, description="run Mixtral / Qwen2-MoE blocks with cascadekit's sparse MoE layer")
 
 
 class Generate(Stage):
@@ -61,7 +62,9 @@ class Generate(Stage):
 
     def load(self):
         c = self.config
-        model, tok = load_hf("AutoModelForCausalLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code)
+        prepare = _swap_moe if c.moe_layer else None
+        model, tok = load_hf("AutoModelForCausalLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code,
+                             variant="moe" if c.moe_layer else "", prepare=prepare)
         if tok.pad_token is None:  # batching needs a pad token; EOS is the usual stand-in
             tok.pad_token = tok.eos_token
         return model, tok
@@ -115,3 +118,10 @@ class Generate(Stage):
                              repetition_penalty=cfg.repetition_penalty, pad_token_id=tok.pad_token_id, **sampling)
         new = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def _swap_moe(model) -> None:
+    from stages.moe import swap_hf_moe_blocks
+
+    if not swap_hf_moe_blocks(model):
+        raise ValueError("moe_layer=True, but the model has no Mixtral / Qwen2-MoE sparse blocks")

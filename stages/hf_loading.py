@@ -18,8 +18,12 @@ logging.getLogger("transformers.generation.utils").addFilter(_drop_length_clash)
 
 
 def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str = "auto",
-            revision: str | None = None, trust_remote_code: bool = False):
-    """(model, tokenizer) for a hub id or local dir; local dirs never touch the network."""
+            revision: str | None = None, trust_remote_code: bool = False, variant: str = "", prepare=None):
+    """(model, tokenizer) for a hub id or local dir; local dirs never touch the network.
+
+    `prepare(model)` runs once after loading (e.g. swapping in our MoE layer);
+    `variant` names it in the cache key so prepared and plain copies never mix.
+    """
     import transformers
 
     dev = pick_device(device)
@@ -32,9 +36,11 @@ def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str =
         cls = getattr(transformers, auto_cls)
         model = cls.from_pretrained(name_or_path, dtype=dt, **kwargs).to(dev).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        if prepare is not None:
+            prepare(model)
         return model, tokenizer
 
-    return load_cached(f"hf:{auto_cls}:{revision}", name_or_path, dev, dt, load)
+    return load_cached(f"hf:{auto_cls}:{revision}:{variant}", name_or_path, dev, dt, load)
 
 
 def hf_identity(name_or_path: str, revision: str | None) -> str:

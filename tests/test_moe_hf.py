@@ -125,3 +125,18 @@ def test_swap_returns_block_names_and_shares_weights():
     names = swap_hf_moe_blocks(model)
     assert names == ["model.layers.0.mlp", "model.layers.1.mlp"]
     assert model.model.layers[0].mlp.moe.w13.data_ptr() == w.data_ptr()
+
+
+def test_generation_stage_runs_an_moe_checkpoint_with_our_layer(tiny_mixtral_dir):
+    from stages.generate import Generate, Prompt
+    from tests.tiny_models import word_tokenizer
+
+    tok = word_tokenizer(eos="<|endoftext|>", add_eos=False)
+    tok.save_pretrained(tiny_mixtral_dir)
+    prompts = [Prompt(text="the cat sees"), Prompt(text="who is")]
+    plain = Generate(model=str(tiny_mixtral_dir), max_new_tokens=6).process(prompts)
+    ours_stage = Generate(model=str(tiny_mixtral_dir), max_new_tokens=6, moe_layer=True)
+    ours = ours_stage.process(prompts)
+    assert [o.text for o in ours] == [p.text for p in plain]
+    model, _ = ours_stage.load()
+    assert any(isinstance(m, HFMoEAdapter) for m in model.modules())
