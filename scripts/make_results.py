@@ -44,6 +44,27 @@ SECTIONS = [
             "and stripping punctuation (jiwer), BLEU with sacrebleu defaults. Speed: the cascade batched through "
             "Prefect vs one whisper.decode per file plus one generate per sentence, same models, no Prefect.",
             {"speedup": "≥ 4", "wer": "≤ 5", "mt_bleu": "≥ 70", "cascade_bleu": "≥ 60"}),
+    Section("ensemble_speed", "Ensemble decoding cost (issue: ensembles)", PY + ["benchmarks.bench_ensemble"],
+            "Random Marian members (d=256, 3 layers, vocab 4000), batch 8, 4 beams, 32 forced output tokens, one "
+            "thread; K=3 ensemble time over the sum of the three single decodes with the same loop, and the cached "
+            "loop over a loop that recomputes the whole prefix each step; medians of interleaved rounds.",
+            {"ensemble_cost_ratio": "≤ 1.15", "cache_speedup": "≥ 3"}),
+    Section("ensemble_quality", "Ensembles on the demo task (issue: ensembles)", PY + ["benchmarks.results_ensemble"],
+            "Five weak members (d=96, 2 layers) each trained on a bootstrap resample of 6000 grammar pairs by the "
+            "bagging flow (scripts/train_members.py), one checkpoint series; BLEU (sacrebleu) on the first 300 "
+            "held-out test sentences, beam 4. Router: an MLP over mean input embeddings trained on the dev split "
+            "to minimise the linear ensemble's NLL; top-1 runs one member per sentence.",
+            {"gain_over_best_member": "≥ 2 BLEU"}),
+    Section("merge_speed", "Merging speed and memory vs mergekit (issue: merging)", PY + ["benchmarks.bench_merge"],
+            "TIES over three random 134M-parameter Llama-style fine-tunes plus a base (bf16, sharded safetensors), "
+            "ours and mergekit-yaml 0.1.5 (its own venv, scripts/mergekit_venv.sh) as child processes; wall time "
+            "and peak RSS of each.",
+            {"time_ratio": "≤ 0.5", "rss_ratio": "≤ 1"}),
+    Section("moe_speed", "Sparse MoE layer speed (issue: mixture of experts)", PY + ["benchmarks.bench_moe"],
+            "Our layer vs transformers' MixtralSparseMoeBlock (eager) with identical weights, d=512, ffn=1024, "
+            "E=8, k=2, fp32 on the CPU, and vs a dense SwiGLU FFN with the same active FLOPs at T=4096; medians "
+            "after warm-up. Ratios are ours / theirs (below 1 = faster).",
+            {"hf_ratio_T8": "≤ 0.5", "hf_ratio_T64": "≤ 0.5", "dense_ratio_T4096": "≤ 1.15"}),
 ]
 
 
