@@ -48,11 +48,13 @@ def run(
     job_id: Optional[str] = typer.Option(None, help="rerun with the same id to resume"),
     batch_size: int = typer.Option(16, help="items per micro-batch (one Prefect task per stage × batch)"),
     runner: str = typer.Option("local", help="local (threads), ray or dask"),
-    workers: int = typer.Option(2, help="concurrent tasks for the local runner"),
+    workers: int = typer.Option(2, help="concurrent tasks: threads (local), CPUs of the Ray cluster it starts (ray)"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --runner ray"),
     param: List[str] = typer.Option([], "--param", "-p", help="pipeline parameter KEY=VALUE (repeatable)"),
     target: Optional[str] = typer.Option(None, help="target language (same as -p target=LANG)"),
     show: int = typer.Option(5, help="example rows to print"),
+    gpu_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit each GPU-stage task "
+                                            "occupies (e.g. gpu-POOL from `cascade worker`)"),
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
     from pipelines.graph import WiringError
@@ -75,7 +77,7 @@ def run(
         pipe = resolve(pipeline, params)
         result = run_job(pipe, list(inputs), out=out_dir, job_id=job_id, batch_size=batch_size,
                          runner=runner, workers=workers, ray_address=ray_address,
-                         show_progress=sys.stderr.isatty())
+                         show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit)
     except (PipelineNotFound, WiringError, InputError, RunnerError, ValueError) as exc:
         usage_error(str(exc))
     _print_result(result, show)
@@ -156,6 +158,120 @@ def list_() -> None:
     for kind, cls in STAGES().items():
         table.add_row(kind, f"{cls.__module__}.{cls.__name__}", f"{cls.Input.__name__} → {cls.Output.__name__}")
     out.print(table)
+
+
+@app.command()
+def server(
+    port: int = typer.Option(4200, help="port to listen on"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 to serve other machines)"),
+    ui: bool = typer.Option(False, help="serve Prefect's web UI too"),
+) -> None:
+    """Run a Prefect server (API for workers, deployments and Ray); prints the PREFECT_API_URL to export."""
+    from flows.server import api_url, server_command, server_env
+
+    out.print(f"export PREFECT_API_URL={api_url(host, port)}", highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    cmd = server_command(host, port)
+    os.execvpe(cmd[0], cmd, server_env(ui))  # the server is this process now: signals reach it directly
+
+
+@app.command()
+def worker(
+    pool: str = typer.Option(..., "--pool", help="work pool to serve (created when missing)"),
+    gpus: Optional[str] = typer.Option(None, help="GPU ids, e.g. 0,1: one worker per GPU; none = one CPU worker"),
+    total_gpus: Optional[int] = typer.Option(None, help="set the pool's GPU limit to this many slots (all "
+                                             "machines together); default: grow it to this machine's GPUs"),
+) -> None:
+    """Start Prefect process workers for POOL, one per GPU, and the pool's GPU concurrency limit."""
+    from flows.server import ServerError, ensure_gpu_limit, ensure_pool, gpu_limit_name, require_api
+    from flows.workers import parse_gpus, supervise, worker_specs
+
+    try:
+        devices = parse_gpus(gpus)
+        require_api()
+        ensure_pool(pool)
+        name = gpu_limit_name(pool)
+        slots = ensure_gpu_limit(name, total_gpus or max(1, len(devices)), exact=total_gpus is not None)
+    except (ServerError, ValueError) as exc:
+        usage_error(str(exc))
+    out.print(f"pool {pool}: GPU limit {name} = {slots} slot(s)", highlight=False)
+    raise typer.Exit(supervise(worker_specs(pool, devices), echo=lambda m: out.print(m, highlight=False)))
+
+
+@app.command()
+def deploy(
+    pipeline: str = typer.Argument(..., help="built-in name or module:attribute"),
+    name: str = typer.Option(..., "--name", help="deployment name; also gives the stable job id"),
+    pool: str = typer.Option(..., "--pool", help="work pool whose workers run it"),
+    inputs: List[str] = typer.Option([], "--inputs", help="glob of inputs, expanded at each run (repeatable)"),
+    out_dir: str = typer.Option("runs", "--out", help="folder or fsspec URI holding the job folder"),
+    cron: Optional[str] = typer.Option(None, help='cron schedule, e.g. "0 2 * * *"'),
+    interval: Optional[float] = typer.Option(None, help="run every this many seconds"),
+    param: List[str] = typer.Option([], "--param", "-p", help="pipeline parameter KEY=VALUE (repeatable)"),
+    batch_size: int = typer.Option(16, help="items per micro-batch"),
+    runner: str = typer.Option("local", help="task runner inside each run: local, ray or dask"),
+    workers: int = typer.Option(2, help="concurrent tasks for the local runner"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --runner ray"),
+    gpu_limit: str = typer.Option("auto", help="concurrency limit for GPU stages: auto (gpu-POOL if it "
+                                  "exists), none, or a name"),
+    job_id: Optional[str] = typer.Option(None, help="job id (default: from --name)"),
+) -> None:
+    """Create a scheduled deployment that runs PIPELINE over the inputs (resuming one job each time)."""
+    from pipelines.graph import WiringError
+    from pipelines.registry import PipelineNotFound, resolve
+    from flows.deploy import deploy as make_deployment
+    from flows.server import ServerError, require_api
+
+    if batch_size < 1:
+        usage_error(f"--batch-size must be ≥ 1, got {batch_size}")
+    if not inputs:
+        usage_error("give at least one --inputs GLOB")
+    params = _parse_params(param)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        require_api()
+        resolve(pipeline, params)  # wiring and parameter errors now, not at 2 a.m.
+        made = make_deployment(pipeline, name, pool, inputs=list(inputs), out=out_dir, params=params, cron=cron,
+                               interval=interval, batch_size=batch_size, runner=runner, workers=workers,
+                               ray_address=ray_address, gpu_limit=gpu_limit, job_id=job_id)
+    except (ServerError, PipelineNotFound, WiringError, ValueError) as exc:
+        usage_error(str(exc))
+    when = f"cron {cron!r}" if cron else f"every {interval:g} s" if interval else "on demand (`cascade submit`)"
+    out.print(f"deployment {name} on pool {pool}: {when}; job {made['out']}/{made['job_id']}; "
+              f"GPU limit {made['gpu_limit'] or 'none'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def submit(
+    name: str = typer.Argument(..., help="deployment name (from `cascade deploy --name`)"),
+    wait: bool = typer.Option(False, help="wait for the run to end; exit 0 / 3 like `cascade run`"),
+    timeout: Optional[float] = typer.Option(None, help="with --wait: give up after this many seconds"),
+) -> None:
+    """Run a deployment now."""
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.deploy import submit as run_now, summary_of
+    from flows.server import ServerError, require_api
+
+    try:
+        require_api()
+        flow_run = run_now(name, wait=wait, timeout=timeout)
+    except ServerError as exc:
+        usage_error(str(exc))
+    except ObjectNotFound:
+        usage_error(f"no deployment named {name!r} (see `prefect deployment ls`)")
+    out.print(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else '?'}",
+              highlight=False)
+    if not wait:
+        return
+    if not (flow_run.state and flow_run.state.is_completed()):
+        console.print(f"[red]the run did not complete:[/red] {flow_run.state.message if flow_run.state else ''}",
+                      highlight=False)
+        raise typer.Exit(EXIT_CRASH)
+    summary = summary_of(flow_run) or {"ok": 0, "items": 0, "failed": 0}
+    out.print(f"{summary['ok']}/{summary['items']} items ok, {summary['failed']} failed", highlight=False)
+    raise typer.Exit(EXIT_OK if summary["failed"] == 0 else EXIT_PARTIAL)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`

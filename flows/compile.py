@@ -6,6 +6,7 @@ milliseconds). Tasks pass only small strings; data goes through the run store.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,32 +23,69 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipelines.graph import Pipeline
 from flows.engine import run_stage_batch
 from flows.job import load_job, write_job
+from flows import preflight
 from flows.manifest import read_inputs, validate_items
 from flows.results import collect
-from flows.runners import make_task_runner
+from flows.runners import make_task_runner, resource_options
 
 
 @task(name="stage-batch", persist_result=False, cache_policy=NO_CACHE)
-def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict]) -> dict:
-    return run_stage_batch(root, node, index, {u: s["key"] for u, s in upstream.items()})
+def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu_limit: str | None = None,
+                run_token: str = "") -> dict:
+    keys = {u: s["key"] for u, s in upstream.items()}
+    _forget_stale_job(root, run_token)
+    if not gpu_limit:  # local runs: no limit, no server calls
+        return run_stage_batch(root, node, index, keys)
+    from prefect.concurrency.sync import concurrency
+
+    # strict: a missing limit is an error, never a silent free-for-all on the GPUs. The slot is leased
+    # and renewed while we run; a killed worker's slot comes back when its lease lapses (the 60 s minimum).
+    with concurrency(gpu_limit, occupy=1, strict=True, lease_duration=60):
+        return run_stage_batch(root, node, index, keys)
+
+
+_seen_tokens: dict[str, str] = {}
+_seen_lock = threading.Lock()
+
+
+def _forget_stale_job(root: str, run_token: str) -> None:
+    """Drop this process's cached job for `root` when a new run of it begins.
+
+    Workers of a long-lived Ray cluster outlive runs: a rerun of the same job id
+    with other inputs or stage settings must not meet the job cached by the
+    last run. Loaded models stay (their cache is separate and keyed by model).
+    """
+    if not run_token or _seen_tokens.get(root) == run_token:
+        return
+    from flows import job as jobs
+
+    with _seen_lock:
+        if _seen_tokens.get(root) != run_token:
+            if root not in jobs._live:  # the driver's own live job is always current
+                jobs._load_cached.cache_clear()
+            _seen_tokens[root] = run_token
 
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
-def cascade_job(root: str, show_progress: bool = False) -> dict:
+def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = None) -> dict:
     start = time.perf_counter()
     job = load_job(root)
     pipe = job.pipeline
     futures: dict[tuple[str, int], Any] = {}
+    run_token = uuid.uuid4().hex  # tells long-lived workers that cached jobs of this root are stale
     for node in job.order:
         stage = pipe.nodes[node].stage
         runner = stage_batch.with_options(
             retries=stage.config.retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=stage.config.retry_delay),
             tags=["gpu"] if stage.uses_gpu else [],
+            task_run_name="{node}[{index}]",  # a template filled per call: no Task copy per batch
         )
+        limit = gpu_limit if stage.uses_gpu else None
         for i in range(len(job.batches)):
             upstream = {u: futures[(u, i)] for u in pipe.nodes[node].upstream}
-            futures[(node, i)] = runner.with_options(task_run_name=f"{node}[{i}]").submit(root, node, i, upstream)
+            with resource_options(stage.config):  # Ray: num_cpus / num_gpus per task
+                futures[(node, i)] = runner.submit(root, node, i, upstream, limit, run_token)
 
     runs: dict[str, list[dict | None]] = {n: [None] * len(job.batches) for n in job.order}
     failures: dict[tuple[str, int], str] = {}
@@ -83,15 +121,22 @@ class JobResult:
 
 def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str | None = None,
         batch_size: int = 16, runner: str = "local", workers: int = 2, ray_address: str | None = None,
-        show_progress: bool = False) -> JobResult:
+        show_progress: bool = False, gpu_limit: str | None = None) -> JobResult:
     """Run `pipeline` over `inputs` (paths, folders, JSONL files or dicts) as one Prefect flow.
 
     The same `job_id` resumes: finished stage × batch results are reused.
+    `gpu_limit` names a Prefect global concurrency limit that every task of a
+    GPU stage occupies one slot of (see `cascade worker`); None = no limit.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
     pipeline.validate()
+    preflight.check(pipeline)  # e.g. a missing model path: one usage error, not N item errors
     task_runner = make_task_runner(runner, workers, ray_address)  # fail on a bad runner before any work
+    if gpu_limit:
+        from flows.server import check_gpu_limit
+
+        check_gpu_limit(gpu_limit)  # a usage error now, not a failed task per batch later
     job_id = job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     if not re.fullmatch(r"[A-Za-z0-9._-]+", job_id):
         raise ValueError(f"job id {job_id!r}: use letters, digits, '.', '_' and '-'")
@@ -101,7 +146,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
     job = write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
-    summary = flow_run(root, show_progress)
+    summary = flow_run(root, show_progress, gpu_limit)
     return JobResult(root, summary, job.store.read_jsonl("outputs.jsonl"), job.store.read_jsonl("errors.jsonl"))
 
 

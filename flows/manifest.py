@@ -66,8 +66,16 @@ def _read_file(path: Path, audio_field: str | None) -> list[dict]:
     if suffix == ".jsonl":
         return _read_jsonl(path, audio_field)
     if suffix in TEXT_EXTS:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return [{"id": f"{path.stem}:{i + 1}", "text": line} for i, line in enumerate(lines) if line.strip()]
+        items = []
+        for i, raw in enumerate(path.read_bytes().splitlines()):
+            try:  # a line that is not UTF-8 fails alone instead of turning into replacement characters
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                items.append({"id": f"{path.stem}:{i + 1}", "_invalid": f"line {i + 1} of {path} is not UTF-8: {exc}"})
+                continue
+            if line.strip():
+                items.append({"id": f"{path.stem}:{i + 1}", "text": line})
+        return items
     if audio_field is None:
         raise InputError(f"{path}: this pipeline reads no audio (its input fields have no file path)")
     return [{"id": path.stem, audio_field: str(path)}]
@@ -75,8 +83,13 @@ def _read_file(path: Path, audio_field: str | None) -> list[dict]:
 
 def _read_jsonl(path: Path, audio_field: str | None) -> list[dict]:
     items = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
+    for i, raw in enumerate(path.read_bytes().splitlines()):
+        if not raw.strip():
+            continue
+        try:  # line by line: one badly encoded line is one bad item, not an unreadable file
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            items.append({"id": f"{path.stem}:{i + 1}", "_invalid": f"line {i + 1} of {path} is not UTF-8: {exc}"})
             continue
         try:
             item = json.loads(line)

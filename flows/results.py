@@ -43,9 +43,10 @@ def collect(job: Job, stage_runs: dict[str, list[dict | None]], failures: dict[t
         stats[node] = s
 
     sinks = pipe.sinks()
+    order = job.order  # a topological sort: once, not once per item
     out_rows, err_rows = [], []
     for item_id, item in job.items.items():
-        done = {n: outputs[n][item_id] for n in job.order if item_id in outputs[n]}
+        done = {n: outputs[n][item_id] for n in order if item_id in outputs[n]}
         if all(n in done for n in sinks):
             out_rows.append({"id": item_id, **done})
         else:

@@ -1,6 +1,9 @@
 """Task runners by name: threads on this machine, or a Ray / Dask cluster."""
 from __future__ import annotations
 
+import os
+from contextlib import nullcontext
+
 
 class RunnerError(ValueError):
     pass
@@ -17,7 +20,10 @@ def make_task_runner(name: str = "local", workers: int = 2, address: str | None 
             from prefect_ray import RayTaskRunner
         except ImportError:
             raise RunnerError("--runner ray needs the ray extra: pip install 'cascadekit[ray]'") from None
-        init = {"include_dashboard": False, "log_to_driver": False} if not address else {}
+        # A cluster of our own gets `workers` CPUs, like the thread pool gets `workers` threads.
+        init = {"include_dashboard": False, "log_to_driver": False, "num_cpus": max(1, workers)} if not address else {}
+        # Ray workers run Prefect's task engine themselves: they need the API and our code.
+        init["runtime_env"] = {"env_vars": _ray_worker_env(address)}
         return RayTaskRunner(address=address, init_kwargs=init)
     if name == "dask":
         try:
@@ -26,3 +32,48 @@ def make_task_runner(name: str = "local", workers: int = 2, address: str | None 
             raise RunnerError("--runner dask needs the dask extra: pip install 'cascadekit[dask]'") from None
         return DaskTaskRunner(address=address) if address else DaskTaskRunner()
     raise RunnerError(f"unknown runner {name!r}; choose local, ray or dask")
+
+
+def _ray_worker_env(address: str | None) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.prefect_env import DEFAULTS
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        if address and address != "auto":
+            raise RunnerError("a Ray cluster reports task runs to a Prefect server it can reach: start "
+                              "`cascade server --host 0.0.0.0` and export PREFECT_API_URL on the driver")
+        # No server configured: start Prefect's temporary one now (the driver's client reuses this
+        # very instance) so that Ray workers on this machine report to it instead of each starting its own.
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()
+        api = server.api_url
+    env = {k: os.environ.get(k, v) for k, v in DEFAULTS.items()}
+    env["PREFECT_API_URL"] = api
+    # Stages named `module:Class` from the driver's folder (like `python -m`) must import on workers too.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def resource_options(config):
+    """Per-task resource requests while submitting: Ray's num_cpus / num_gpus from the stage config.
+
+    A no-op for other runners, so the flow can always wrap its submits in it.
+    """
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None)
+    if not type(runner).__module__.startswith("prefect_ray"):
+        return nullcontext()
+    from prefect_ray.context import remote_options
+
+    options = {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus}
+    if config.num_gpus:
+        # Ray retires a GPU task's worker process after one call by default; keeping it keeps the
+        # process-wide model cache warm for the next batch.
+        options["max_calls"] = 0
+    return remote_options(**options)

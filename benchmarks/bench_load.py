@@ -1,0 +1,174 @@
+"""Load: a 10 000-item job through a tiny tensor stage, as a bare loop and as the Prefect flow.
+
+    python -m benchmarks.bench_load [--items 10000] [--batch-size 200] [--workers 2]
+
+Same stage, same micro-batches, same results (checked). Loop and flow runs
+alternate (loop, flow, loop, flow, loop) and medians are compared, so
+background load hits both sides alike; CPU time of this process is shown too
+(it is steadier than wall time on a busy machine, but leaves out the server).
+Memory: resident set size sampled every 20 ms while the flows run, against
+the size before the first flow. The server start and imports are warmed up
+first. torch runs one intra-op thread by default, so the loop (main thread)
+and the flow (worker threads) compute alike.
+The stage times its own `process` calls, which splits the flow's extra time
+into orchestration (outside the stage) and a slower stage (contention for
+the cores with the Prefect server and the orchestration thread).
+Prints a table, then, last, {"load_overhead_ratio": flow/loop, "rss_growth_mb": ...}.
+Goals: ratio ≤ 1.05; RSS growth bounded (tens of MB, not growing with the item count).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+
+import torch
+
+import flows  # noqa: F401  (Prefect defaults)
+from benchmarks.common import Vector, print_json_line, print_table
+from pipelines.graph import Pipeline
+from stages.base import Stage, StageConfig
+from stages.payloads import Text
+
+
+class TinyEncoder(Stage):
+    """Text -> 4 numbers through a small fixed random MLP over `tokens` pseudo-token vectors per item."""
+
+    Input = Text
+    Output = Vector
+    kind = "tiny_encoder"
+
+    class Config(StageConfig):
+        width: int = 256
+        layers: int = 4
+        tokens: int = 16
+
+    busy = 0.0  # seconds spent in `process`, to tell compute from orchestration
+
+    def process(self, batch):
+        start = time.perf_counter()
+        c = self.config
+        weights = _weights(c.width, c.layers)
+        seeds = [int.from_bytes(hashlib.sha256(t.text.encode()).digest()[:4], "little") for t in batch]
+        x = torch.stack([torch.randn(c.tokens, c.width, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        for w in weights:
+            x = torch.tanh(x @ w)
+        pooled = x.mean(1)[:, :4]
+        out = [Vector(values=[round(v, 5) for v in row]) for row in pooled.tolist()]
+        self.busy += time.perf_counter() - start
+        return out
+
+
+_cache: dict = {}
+
+
+def _weights(width: int, layers: int) -> list[torch.Tensor]:
+    key = (width, layers)
+    if key not in _cache:  # made once per process, like a loaded model
+        g = torch.Generator().manual_seed(0)
+        _cache[key] = [torch.randn(width, width, generator=g) / width ** 0.5 for _ in range(layers)]
+    return _cache[key]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """Samples this process's RSS every 20 ms on a thread; `.peak` after exit."""
+
+    def __enter__(self):
+        self.peak, self._stop = rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
+    ap.add_argument("--tokens", type=int, default=16, help="pseudo-token vectors per item")
+    ap.add_argument("--layers", type=int, default=32, help="work per item: MLP depth (small activations)")
+    ap.add_argument("--repeats", type=int, default=2, help="flow runs, each between two loop runs")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="intra-op threads; 1 keeps the loop (main thread) and the flow (worker threads) alike")
+    args = ap.parse_args()
+    from flows.compile import run
+
+    torch.set_num_threads(args.torch_threads)
+
+    stage = TinyEncoder(tokens=args.tokens, layers=args.layers)
+    items = [{"id": f"i{i}", "text": f"load item number {i}"} for i in range(args.items)]
+    batches = [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
+
+    def bare_loop() -> tuple[float, float, float, list]:
+        wall, cpu, busy, outs = time.perf_counter(), time.process_time(), stage.busy, []
+        for batch in batches:
+            outs += [o.values for o in stage.run_batch([Text(text=it["text"]) for it in batch])]
+        return time.perf_counter() - wall, time.process_time() - cpu, stage.busy - busy, outs
+
+    loops, flows_, peaks, in_tasks = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = Pipeline.chain(stage, name="load")
+        run(pipe, items[: 2 * args.batch_size], out=tmp, job_id="warmup", batch_size=args.batch_size,
+            workers=args.workers)  # starts the server, warms imports and the stage: not timed
+        *loop, ref = bare_loop()
+        loops.append(loop)
+        rss_before = rss_mb()
+        for r in range(args.repeats):  # loop, flow, loop, flow, ... loop: background load hits both alike
+            busy_before = stage.busy
+            with PeakRss() as mem:
+                wall, cpu = time.perf_counter(), time.process_time()
+                result = run(pipe, items, out=tmp, job_id=f"load{r}", batch_size=args.batch_size,
+                             workers=args.workers)
+                flows_.append((time.perf_counter() - wall, time.process_time() - cpu))
+            in_tasks.append(stage.busy - busy_before)
+            peaks.append(mem.peak)
+            assert result.exit_code == 0 and [o["tiny_encoder"]["values"] for o in result.outputs] == ref, \
+                "the flow must compute exactly what the loop computes"
+            del result
+            *loop, _ = bare_loop()
+            loops.append(loop)
+        rss_after = rss_mb()
+    t_loop, c_loop, s_loop = (statistics.median(x) for x in zip(*loops))
+    t_flow, c_flow = (statistics.median(x) for x in zip(*flows_))
+    n = len(batches)
+    print_table(f"Load: {args.items} items, {n} micro-batches of {args.batch_size}, {args.workers} workers, "
+                f"torch threads {args.torch_threads}",
+                ["way", "runs", "wall s (median)", "CPU s of this process", "ms / batch"],
+                [["bare loop", len(loops), t_loop, c_loop, 1000 * t_loop / n],
+                 ["Prefect flow", len(flows_), t_flow, c_flow, 1000 * t_flow / n]])
+    secs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    print(f"loop walls: {secs(w for w, _, _ in loops)} s (stage compute {secs(b for _, _, b in loops)} s); "
+          f"flow walls: {secs(w for w, _ in flows_)} s (stage compute {secs(in_tasks)} s)")
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RSS: {rss_before:.0f} MB before the flows, peaks {', '.join(f'{p:.0f}' for p in peaks)} MB, "
+          f"{rss_after:.0f} MB after; max RSS of the process {max_rss:.0f} MB")
+    print_json_line({"load_overhead_ratio": round(t_flow / t_loop, 4),
+                     "rss_growth_mb": round(max(peaks) - rss_before, 1),
+                     "cpu_overhead_ratio": round(c_flow / c_loop, 4), "items": args.items, "batches": n,
+                     "loop_s": round(t_loop, 3), "flow_s": round(t_flow, 3),
+                     "stage_s_loop": round(s_loop, 3), "stage_s_flow": round(statistics.median(in_tasks), 3),
+                     "outside_stage_s_flow": round(t_flow - statistics.median(in_tasks), 3),
+                     "overhead_ms_per_batch": round(1000 * (t_flow - t_loop) / n, 1)})
+
+
+if __name__ == "__main__":
+    main()

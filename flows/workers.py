@@ -1,0 +1,76 @@
+"""Prefect process workers, one per GPU.
+
+Each worker sees one GPU (CUDA_VISIBLE_DEVICES) and runs one flow run at a
+time (`--limit 1`), so a job's stages find exactly one device under "cuda".
+The pool's global concurrency limit (one slot per GPU) additionally caps how
+many GPU stage tasks run at once across the whole pool.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+from flows.server import prefect_exe, server_env
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    """'0,1' -> ['0', '1']; None or '' -> [] (one CPU worker)."""
+    if not text:
+        return []
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus lists a device twice: {text!r}")
+    return gpus
+
+
+def worker_specs(pool: str, gpus: list[str], host: str | None = None) -> list[WorkerSpec]:
+    host = host or socket.gethostname().split(".")[0]
+    base = server_env()
+    base["PREFECT_API_URL"] = os.environ.get("PREFECT_API_URL", "")
+    specs = []
+    for device in gpus or [None]:
+        name = f"{host}-gpu{device}" if device is not None else f"{host}-cpu"
+        env = dict(base)
+        # No GPU for a CPU worker, even on a GPU machine: its stages must not grab one unasked.
+        env["CUDA_VISIBLE_DEVICES"] = device if device is not None else ""
+        cmd = [prefect_exe(), "worker", "start", "--pool", pool, "--type", "process", "--limit", "1",
+               "--name", name]
+        specs.append(WorkerSpec(name, cmd, env))
+    return specs
+
+
+def supervise(specs: list[WorkerSpec], echo=print) -> int:
+    """Run the workers until they all exit or we are told to stop; stop them all together."""
+    procs = {s.name: subprocess.Popen(s.command, env=s.env) for s in specs}
+    for s in specs:
+        echo(f"worker {s.name} started (pid {procs[s.name].pid}, CUDA_VISIBLE_DEVICES="
+             f"{s.env['CUDA_VISIBLE_DEVICES'] or 'none'})")
+
+    def stop(signum, _frame):
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while any(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    clean = (0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT)
+    failed = {n: p.returncode for n, p in procs.items() if p.returncode not in clean}
+    for name, code in failed.items():
+        echo(f"worker {name} exited with code {code}")
+    return 1 if failed else 0
