@@ -274,6 +274,30 @@ def submit(
     raise typer.Exit(EXIT_OK if summary["failed"] == 0 else EXIT_PARTIAL)
 
 
+@app.command()
+def merge(
+    config: str = typer.Argument(..., help="mergekit-style YAML (models, merge_method, base_model, parameters)"),
+    out_dir: str = typer.Argument(..., help="new folder for the merged model (from_pretrained-loadable)"),
+    device: str = typer.Option("auto", help="auto (cuda when present), cpu or cuda"),
+    seed: Optional[int] = typer.Option(None, help="seed for DARE's random drop"),
+    overwrite: bool = typer.Option(False, help="replace a non-empty OUT_DIR"),
+) -> None:
+    """Merge models (linear, soups, task arithmetic, TIES, DARE, SLERP) as a Prefect flow."""
+    from stages.merge import MergeError, load_merge_config, plan_merge
+
+    if not Path(config).exists():
+        usage_error(f"merge config not found: {config}")
+    try:  # check the config and every model's headers before a flow run exists
+        plan_merge(load_merge_config(config))
+    except MergeError as exc:
+        usage_error(" ".join(str(exc).split()))
+    from flows.merge_flow import merge_flow
+
+    summary = merge_flow(config, out_dir, device, seed, overwrite)
+    out.print(f"merged {summary['models']} models with {summary['method']} into {summary['out_dir']} "
+              f"in {summary['seconds']} s", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
     app()
 
