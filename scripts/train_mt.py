@@ -1,0 +1,216 @@
+"""Train a tiny Marian-architecture EN->DE model on the demo grammar.
+
+The tokenizer is trained here too (a small shared BPE with the `tokenizers`
+library), so the saved folder loads offline with
+`AutoTokenizer.from_pretrained(dir)` and `AutoModelForSeq2SeqLM.from_pretrained(dir)`.
+
+`train_mt` is meant to be reused: size, number of pairs, seed, epochs/steps,
+data subset (style or explicit pairs), an initial model to fine-tune, and
+periodic checkpoints are all parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel
+
+from scripts.demo_grammar import generate, read_tsv
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+
+
+class MTSize(BaseModel):
+    d_model: int = 160
+    layers: int = 3
+    heads: int = 4
+    ffn: int = 640
+    vocab_size: int = 1200
+    max_positions: int = 64
+
+
+class MTTrainConfig(BaseModel):
+    out_dir: Path = Path("assets/models/mt-en-de")
+    size: MTSize = MTSize()
+    n_pairs: int = 40_000
+    style: Literal["any", "statement", "question"] = "any"
+    seed: int = 0
+    data_seed: int = 0
+    epochs: float = 2.0
+    max_steps: int | None = None
+    max_minutes: float = 1e9
+    batch_size: int = 64
+    lr: float = 1.5e-3
+    warmup: int = 300
+    label_smoothing: float = 0.1
+    init_from: Path | None = None  # fine-tune this model (and keep its tokenizer)
+    save_every: int | None = None  # also write checkpoint-STEP folders
+    threads: int = 2
+    dev_sentences: int = 200
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A shared EN+DE BPE; Marian appends </s> to every sequence, so does the post-processor."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], min_frequency=2)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   model_max_length=128)
+
+
+def build_model(tokenizer, size: MTSize):
+    from transformers import GenerationConfig, MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=len(tokenizer), decoder_vocab_size=len(tokenizer), d_model=size.d_model,
+        encoder_layers=size.layers, decoder_layers=size.layers,
+        encoder_attention_heads=size.heads, decoder_attention_heads=size.heads,
+        encoder_ffn_dim=size.ffn, decoder_ffn_dim=size.ffn, max_position_embeddings=size.max_positions,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=tokenizer.eos_token_id,
+        dropout=0.1, attention_dropout=0.0, activation_function="gelu", scale_embedding=True,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True)
+    model = MarianMTModel(config)
+    model.generation_config = GenerationConfig(
+        num_beams=4, max_length=size.max_positions, early_stopping=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=tokenizer.eos_token_id)
+    return model
+
+
+@torch.no_grad()
+def translate(model, tokenizer, sources: list[str], batch_size: int = 64, num_beams: int | None = None) -> list[str]:
+    model.eval()
+    out = []
+    for b in range(0, len(sources), batch_size):
+        enc = tokenizer(sources[b:b + batch_size], return_tensors="pt", padding=True).to(model.device)
+        kwargs = {} if num_beams is None else {"num_beams": num_beams}
+        gen = model.generate(**enc, **kwargs)
+        out += tokenizer.batch_decode(gen, skip_special_tokens=True)
+    return out
+
+
+def bleu(hyps: list[str], refs: list[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
+
+
+def save(model, tokenizer, out_dir: Path) -> None:
+    """fp16 weights on disk; config dtype float32 so a default load runs in fp32 on CPU."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out_dir)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(out_dir)
+    mark_float32(out_dir)
+
+
+def mark_float32(out_dir: Path) -> None:
+    path = Path(out_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config["dtype"] = "float32"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if pairs is None:
+        pairs = generate("train", cfg.n_pairs, seed=cfg.data_seed, style=cfg.style)
+    dev = read_tsv(Path(__file__).resolve().parents[1] / "assets/demo/corpus/dev.tsv")[: cfg.dev_sentences]
+
+    if cfg.init_from is not None:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
+        model = AutoModelForSeq2SeqLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        tokenizer = train_tokenizer([t for p in pairs for t in p], cfg.size.vocab_size)
+        model = build_model(tokenizer, cfg.size)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = cfg.max_steps or int(cfg.epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    t0 = time.time()
+
+    def progress(s: int) -> float:
+        return min(1.0, max(s / total, (time.time() - t0) / (60 * cfg.max_minutes)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / cfg.warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * progress(s)))))
+    history, step, order = [], 0, []
+    model.train()
+    while progress(step) < 1.0:
+        if not order:
+            order = list(range(len(pairs)))
+            rng.shuffle(order)
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
+        src = [pairs[i][0] for i in idx]
+        tgt = [pairs[i][1] for i in idx]
+        batch = tokenizer(src, text_target=tgt, return_tensors="pt", padding=True).to(device)
+        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
+                                                 ignore_index=-100, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % 25 == 0:
+            print(f"mt step {step}/{total} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
+        if cfg.save_every and step % cfg.save_every == 0:
+            save(model, tokenizer, cfg.out_dir / f"checkpoint-{step}")
+            model.train()
+    hyps = translate(model, tokenizer, [en for en, _ in dev])
+    score = bleu(hyps, [de for _, de in dev])
+    history.append({"step": step, "dev_bleu": score})
+    save(model, tokenizer, cfg.out_dir)
+    result = {"steps": step, "seconds": time.time() - t0, "dev_bleu": score, "out_dir": str(cfg.out_dir)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", default="assets/models/mt-en-de")
+    parser.add_argument("--n-pairs", type=int, default=40_000)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--max-minutes", type=float, default=1e9)
+    parser.add_argument("--style", default="any", choices=["any", "statement", "question"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", default=None)
+    parser.add_argument("--save-every", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2, help="1 is faster on an oversubscribed CPU")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    cfg = MTTrainConfig(out_dir=Path(args.out_dir), n_pairs=args.n_pairs, epochs=args.epochs,
+                        max_steps=args.max_steps, max_minutes=args.max_minutes, style=args.style, seed=args.seed,
+                        init_from=Path(args.init_from) if args.init_from else None, save_every=args.save_every,
+                        threads=args.threads, batch_size=args.batch_size)
+    train_mt(cfg)
+
+
+if __name__ == "__main__":
+    main()
