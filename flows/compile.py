@@ -5,6 +5,7 @@ milliseconds). Tasks pass only small strings; data goes through the run store.
 """
 from __future__ import annotations
 
+import queue
 import re
 import threading
 import time
@@ -16,7 +17,6 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,35 +68,54 @@ def _forget_stale_job(root: str, run_token: str) -> None:
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
 def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = None) -> dict:
+    """Submit each stage × batch as soon as its upstream batches are done (pipelining across stages).
+
+    Upstream results reach a task as plain values, not as Prefect futures:
+    resolving futures inside a task can poll the API and stall a batch for
+    seconds, while here the flow already holds every finished summary.
+    """
     start = time.perf_counter()
     job = load_job(root)
     pipe = job.pipeline
-    futures: dict[tuple[str, int], Any] = {}
+    n_batches = len(job.batches)
     run_token = uuid.uuid4().hex  # tells long-lived workers that cached jobs of this root are stale
-    for node in job.order:
-        stage = pipe.nodes[node].stage
-        runner = stage_batch.with_options(
-            retries=stage.config.retries,
-            retry_delay_seconds=exponential_backoff(backoff_factor=stage.config.retry_delay),
-            tags=["gpu"] if stage.uses_gpu else [],
-            task_run_name="{node}[{index}]",  # a template filled per call: no Task copy per batch
-        )
-        limit = gpu_limit if stage.uses_gpu else None
-        for i in range(len(job.batches)):
-            upstream = {u: futures[(u, i)] for u in pipe.nodes[node].upstream}
-            with resource_options(stage.config):  # Ray: num_cpus / num_gpus per task
-                futures[(node, i)] = runner.submit(root, node, i, upstream, limit, run_token)
-
-    runs: dict[str, list[dict | None]] = {n: [None] * len(job.batches) for n in job.order}
+    runners = {node: stage_batch.with_options(
+        retries=pipe.nodes[node].stage.config.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=pipe.nodes[node].stage.config.retry_delay),
+        # Tags make Prefect check tag concurrency limits on the server at every task start (seconds of
+        # stalls seen here), so GPU tasks carry the tag only when the run is GPU-managed anyway.
+        tags=["gpu"] if pipe.nodes[node].stage.uses_gpu and gpu_limit else [],
+        task_run_name="{node}[{index}]",  # a template filled per call: no Task copy per batch
+    ) for node in job.order}
+    downstream = {n: [d for d in job.order if n in pipe.nodes[d].upstream] for n in job.order}
+    runs: dict[str, list[dict | None]] = {n: [None] * n_batches for n in job.order}
     failures: dict[tuple[str, int], str] = {}
-    where = {f.task_run_id: key for key, f in futures.items()}
-    with _progress(show_progress, len(futures)) as (progress, bar):
-        for fut in as_completed(list(futures.values())):
-            node, i = where[fut.task_run_id]
+    finished: queue.Queue = queue.Queue()
+    outstanding = 0
+
+    def submit(node: str, i: int) -> None:
+        nonlocal outstanding
+        stage = pipe.nodes[node].stage
+        upstream = {u: runs[u][i] for u in pipe.nodes[node].upstream}
+        with resource_options(stage.config):  # Ray: num_cpus / num_gpus per task
+            fut = runners[node].submit(root, node, i, upstream, gpu_limit if stage.uses_gpu else None, run_token)
+        outstanding += 1
+        fut.add_done_callback(lambda f, key=(node, i): finished.put((key, f)))
+
+    for node in pipe.roots():
+        for i in range(n_batches):
+            submit(node, i)
+    with _progress(show_progress, len(job.order) * n_batches) as (progress, bar):
+        while outstanding:
+            (node, i), fut = finished.get()
+            outstanding -= 1
             fut.wait()  # sets the final state locally; `.state` alone would ask the API
             state = fut.state
             if state.is_completed():
                 runs[node][i] = fut.result()
+                for d in downstream[node]:  # a batch whose upstream failed is never submitted
+                    if all(runs[u][i] is not None for u in pipe.nodes[d].upstream):
+                        submit(d, i)
             else:
                 failures[(node, i)] = _failure_message(state)
             progress.advance(bar)
@@ -146,8 +165,25 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
     job = write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
-    summary = flow_run(root, show_progress, gpu_limit)
+    with _no_heartbeats_without_a_server():
+        summary = flow_run(root, show_progress, gpu_limit)
     return JobResult(root, summary, job.store.read_jsonl("outputs.jsonl"), job.store.read_jsonl("errors.jsonl"))
+
+
+def _no_heartbeats_without_a_server():
+    """Heartbeats let a long-lived server spot crashed runs; the temporary one dies with us.
+
+    Prefect's heartbeat thread sleeps in 1 s steps, so joining it costs up to a
+    second at the end of every job: skip it when there is no real server.
+    """
+    import contextlib
+    import os
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL"):
+        return contextlib.nullcontext()
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _failure_message(state) -> str:
