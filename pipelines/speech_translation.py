@@ -32,7 +32,7 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
                                combiner=combiner, target_lang=target, num_beams=mt_beams, device=device)
     else:
         mt = Translate(model=mt_model, source_lang=source, target_lang=target, num_beams=mt_beams,
-                       use_upstream_nbest=asr_nbest > 1, device=device)
+                       use_upstream_nbest=asr_nbest > 1, empty_source="empty", device=device)  # silence -> ""
     pipe = Pipeline("speech-translation", metrics=[
         Metric("wer", "asr", "text", f"ref_{source or 'en'}"), Metric("bleu", "mt", "text", f"ref_{target}")])
     return pipe.add("asr", asr).add("mt", mt).connect("asr", "mt").validate()

@@ -65,6 +65,16 @@ SECTIONS = [
             "E=8, k=2, fp32 on the CPU, and vs a dense SwiGLU FFN with the same active FLOPs at T=4096; medians "
             "after warm-up. Ratios are ours / theirs (below 1 = faster).",
             {"hf_ratio_T8": "≤ 0.5", "hf_ratio_T64": "≤ 0.5", "dense_ratio_T4096": "≤ 1.15"}),
+    Section("refine_speed", "Refinement cost (issue: iterative refinement)", PY + ["benchmarks.bench_refine"],
+            "Mask-Predict on a random conditional masked LM of demo size (32 items × 3 length candidates, T=10, "
+            "one thread): its time over T full forward passes. Self-refine on the demo MT with a score threshold "
+            "at the median first-draft score and a cap of 4: the fraction of item-steps that per-item stopping "
+            "skips compared with running every item to the cap.",
+            {"maskpredict_forward_ratio": "≤ 1.1", "selfrefine_compute_saved": "> 0"}),
+    Section("load", "A 10 000-item job (issue: beyond one machine)", PY + ["benchmarks.bench_load"],
+            "10 000 items in 50 micro-batches of 200 through a small tensor stage, as a bare loop and as the "
+            "Prefect flow (2 workers, one torch thread), alternating; medians; RSS growth of the flow process.",
+            {"load_overhead_ratio": "≤ 1.05"}),
 ]
 
 

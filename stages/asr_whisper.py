@@ -5,7 +5,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from stages.audio import SAMPLE_RATE, load_audio, split_windows
 from stages.base import ItemFailure, Stage, StageConfig
@@ -27,6 +27,17 @@ class WhisperASRConfig(StageConfig):
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     download_root: str | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+        if value is None or value in LANGUAGES:
+            return value
+        if value.lower() in TO_LANGUAGE_CODE:
+            return TO_LANGUAGE_CODE[value.lower()]
+        raise ValueError(f"unknown language {value!r}; use a whisper code such as en, de, fr")
 
 
 class WhisperASR(Stage):

@@ -84,6 +84,9 @@ class Generate(Stage):
 
     def process(self, batch: list[Prompt]) -> list:
         model, tok = self.load()
+        from stages.translate import model_max_positions
+
+        limit = min(self.config.max_input_tokens, model_max_positions(model) - self.config.max_new_tokens)
         results: list = [None] * len(batch)
         prompts: list[tuple[int, str]] = []
         for i, item in enumerate(batch):
@@ -93,8 +96,9 @@ class Generate(Stage):
                 results[i] = failure
                 continue
             n = len(tok(prompt)["input_ids"])
-            if n > self.config.max_input_tokens:
-                results[i] = ItemFailure(f"prompt has {n} tokens, over max_input_tokens={self.config.max_input_tokens}")
+            if n > limit:
+                results[i] = ItemFailure(f"prompt has {n} tokens; with max_new_tokens={self.config.max_new_tokens} "
+                                         f"at most {max(limit, 0)} fit this model (max_input_tokens or positions)")
                 continue
             prompts.append((i, prompt))
         step = self.config.generate_batch

@@ -36,11 +36,22 @@ def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str =
         cls = getattr(transformers, auto_cls)
         model = cls.from_pretrained(name_or_path, dtype=dt, **kwargs).to(dev).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        check_finite(model, name_or_path)
         if prepare is not None:
             prepare(model)
         return model, tokenizer
 
     return load_cached(f"hf:{auto_cls}:{revision}:{variant}", name_or_path, dev, dt, load)
+
+
+class BadCheckpoint(ValueError):
+    """The weights are unusable (NaN/Inf): every item would come out as garbage."""
+
+
+def check_finite(model, name: str) -> None:
+    for pname, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise BadCheckpoint(f"{name}: parameter {pname} contains NaN or Inf; the checkpoint is corrupt")
 
 
 def hf_identity(name_or_path: str, revision: str | None) -> str:

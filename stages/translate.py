@@ -1,6 +1,8 @@
 """Machine translation with any transformers seq2seq model (Marian, NLLB, M2M100, T5, ...)."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import BaseModel, Field
 
@@ -37,6 +39,8 @@ class TranslateConfig(StageConfig):
                                      "by upstream score × weight + translation score")
     upstream_weight: float = 1.0
     generate_batch: int = Field(32, ge=1)
+    empty_source: Literal["error", "empty"] = Field(
+        "error", description="empty or blank text: a per-item error, or an empty translation (e.g. after silence)")
     dtype: str = "auto"
     trust_remote_code: bool = False
 
@@ -65,6 +69,9 @@ class Translate(Stage):
         jobs: list[tuple[int, str, float]] = []
         results: list = [None] * len(batch)
         for i, item in enumerate(batch):
+            if not item.text.strip() and cfg.empty_source == "error":
+                results[i] = ItemFailure("source text is empty or blank (set empty_source='empty' to pass it on)")
+                continue
             sources = [(item.text, 0.0)]
             if cfg.use_upstream_nbest and item.nbest:
                 sources = [(h.text, h.score) for h in item.nbest]

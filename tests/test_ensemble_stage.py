@@ -19,7 +19,7 @@ def second_marian(tmp_path_factory):
 
 @pytest.mark.parametrize("beams", [1, 3])
 def test_one_member_ensemble_equals_the_mt_stage(tiny_marian, beams):
-    single = Translate(model=str(tiny_marian), num_beams=beams, max_new_tokens=16)
+    single = Translate(model=str(tiny_marian), num_beams=beams, max_new_tokens=16, empty_source="empty")
     ens = EnsembleTranslate(members=[str(tiny_marian)], num_beams=beams, max_new_tokens=16)
     items = [SourceText(text=t) for t in SOURCES]
     assert [r.text for r in ens.process(items)] == [r.text for r in single.process(items)]

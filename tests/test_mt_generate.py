@@ -28,7 +28,8 @@ def _hf_generate(path, texts, **kw):
 
 @pytest.mark.parametrize("beams", [1, 4])
 def test_mt_equals_hf_generate(tiny_marian, beams):
-    stage = Translate(model=str(tiny_marian), num_beams=beams, max_new_tokens=20, generate_batch=4)
+    stage = Translate(model=str(tiny_marian), num_beams=beams, max_new_tokens=20, generate_batch=4,
+                      empty_source="empty")
     got = stage.process([SourceText(text=t) for t in SOURCES])
     ref = _hf_generate(str(tiny_marian), [t for t in SOURCES if t], num_beams=beams)
     assert [g.text for g in got if g.source_text] == ref
