@@ -72,7 +72,8 @@ def main() -> None:
         for r in range(args.repeats):  # alternate, so background load hits both sides alike
             t, looped = timed(lambda: per_item_loop(items, models, beams))
             loops.append(t)
-            t, res = timed(lambda: run(speech_translation(mt_beams=beams), items, out=tmp, job_id=f"st{r}",
+            t, res = timed(lambda: run(speech_translation(mt_beams=beams, asr_batch=args.batch_size), items, out=tmp,
+                                       job_id=f"st{r}",
                                        batch_size=args.batch_size))
             flows_.append(t)
     t_loop, t_flow = statistics.median(loops), statistics.median(flows_)

@@ -45,12 +45,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         through_prefect("warmup")  # starts the server and warms imports: not timed
         plain_loop()
-        loops, flows_ = [], []
+        loops, flows_, server_cpu = [], [], []
         for r in range(args.repeats):  # alternate, so background load hits both sides alike
             t, ref = timed(plain_loop)
             loops.append(t)
+            before = prefect_server_cpu_seconds()
             t, got = timed(lambda: through_prefect(f"timed{r}"))
             flows_.append(t)
+            server_cpu.append(prefect_server_cpu_seconds() - before)
         t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
     assert got == ref, "the flow must compute exactly what the loop computes"
     n_batches = len(batches)
@@ -60,7 +62,30 @@ def main() -> None:
                 [["plain loop", args.items, n_batches, 0, t_loop, per_batch_ms],
                  ["Prefect flow", args.items, n_batches, 2 * n_batches, t_flow, 1000 * t_flow / n_batches]])
     print_json_line({"overhead_ratio": round(t_flow / t_loop, 4), "loop_s": round(t_loop, 3),
-                     "flow_s": round(t_flow, 3), "compute_ms_per_batch": round(per_batch_ms, 1)})
+                     "flow_s": round(t_flow, 3), "compute_ms_per_batch": round(per_batch_ms, 1),
+                     "server_cpu_s_per_flow": round(statistics.median(server_cpu), 2)})
+
+
+def prefect_server_cpu_seconds() -> float:
+    """CPU time used so far by the local Prefect server processes (Linux /proc; 0 elsewhere).
+
+    On a small machine the server shares the cores with the stages; this shows how much.
+    """
+    import glob
+    import os
+
+    total = 0.0
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(f"{proc}/cmdline", "rb") as f:
+                if b"prefect.server" not in f.read():
+                    continue
+            with open(f"{proc}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 if __name__ == "__main__":

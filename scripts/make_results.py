@@ -37,7 +37,9 @@ SECTIONS = [
     Section("overhead", "Prefect overhead (issue: spine)", PY + ["benchmarks.bench_overhead"],
             "The same two-stage tensor pipeline (1024 items, micro-batches of 32) timed as a plain Python loop "
             "over the stages and as the compiled Prefect flow on a warm temporary server, alternating three times; "
-            "medians. The flow also writes every batch to the run store; the loop does not.",
+            "medians. The flow also writes every batch to the run store; the loop does not. The Prefect server "
+            "runs on the same two cores: server_cpu_s_per_flow is the CPU time it used during one timed flow "
+            "(about 35 ms per task run, recording task-run events), which the stages then lack.",
             {"overhead_ratio": "≤ 1.05"}),
     Section("cascade", "Speech translation cascade (issue: speech translation)", PY + ["benchmarks.bench_cascade"],
             "Held-out synthetic test clips (assets/demo/test); the demo ASR and MT models; WER after lowercasing "
