@@ -20,7 +20,7 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from scripts.demo_grammar import generate
-from scripts.train_mt import MTSize, MTTrainConfig, build_model, train_mt
+from scripts.train_mt import LOAD_LOCK, MTSize, MTTrainConfig, build_model, train_mt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -32,12 +32,13 @@ def fresh_start(out_dir: Path, size: MTSize, seed: int) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(DEMO_MT)
-    torch.manual_seed(seed)
-    model = build_model(tok, size)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    with LOAD_LOCK:  # transformers' loading and init are not thread-safe
+        tok = AutoTokenizer.from_pretrained(DEMO_MT)
+        torch.manual_seed(seed)
+        model = build_model(tok, size)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
     return out_dir
 
 

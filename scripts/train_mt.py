@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 from scripts.demo_grammar import generate, read_tsv
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+LOAD_LOCK = threading.RLock()
 
 
 class MTSize(BaseModel):
@@ -139,8 +141,9 @@ def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] 
     dev = read_tsv(Path(__file__).resolve().parents[1] / "assets/demo/corpus/dev.tsv")[: cfg.dev_sentences]
 
     if cfg.init_from is not None:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
-        model = AutoModelForSeq2SeqLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        with LOAD_LOCK:  # from_pretrained is not thread-safe (training flows run members in threads)
+            tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
+            model = AutoModelForSeq2SeqLM.from_pretrained(cfg.init_from, dtype=torch.float32)
     else:
         tokenizer = train_tokenizer([t for p in pairs for t in p], cfg.size.vocab_size)
         model = build_model(tokenizer, cfg.size)

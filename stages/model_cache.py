@@ -14,8 +14,10 @@ from typing import Any, Callable
 import torch
 
 _cache: dict[tuple, Any] = {}
-_locks: dict[tuple, threading.Lock] = {}
 _guard = threading.Lock()
+# One load at a time per process: transformers' from_pretrained initialises on a shared meta-device
+# context that is not thread-safe ("Cannot copy out of meta tensor" when two threads load at once).
+_loading = threading.RLock()
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -48,8 +50,7 @@ def load_cached(loader: str, name_or_path: str, device: torch.device, dtype: tor
     with _guard:
         if key in _cache:
             return _cache[key]
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:  # one loader per key; other keys load concurrently
+    with _loading:
         if key not in _cache:
             _cache[key] = load()
         return _cache[key]
@@ -58,7 +59,6 @@ def load_cached(loader: str, name_or_path: str, device: torch.device, dtype: tor
 def clear_cache() -> None:
     with _guard:
         _cache.clear()
-        _locks.clear()
 
 
 def cached_keys() -> list[tuple]:
