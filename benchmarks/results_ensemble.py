@@ -97,7 +97,7 @@ def main() -> None:
     pooled = pool_nbest(*[nbests[i] for i in range(len(members))])
     score("n-best rerank (pooled, ensemble score)",
           lambda: [r[0].text for r in rerank(members, src, pooled)], len(members))
-    score("MBR (pooled, chrF)", lambda: [mbr_select(c, "chrf").text for c in pooled], 0.0)
+    score("MBR (pooled, chrF)", lambda: [mbr_select(c, "chrf").best for c in pooled], 0.0)
 
     ensembles = [k for k in figures if not k.startswith("member") and k != "last checkpoint"]
     best_name = max(ensembles, key=lambda k: figures[k])
