@@ -5,24 +5,13 @@ import torch
 
 from stages.ensemble import DecodingOptions, Ensemble, EnsembleConfig, MemberSpec, ensemble_generate, load_member
 from stages.ensemble.tiny import build_tokenizer, save_tiny_gpt2, save_tiny_marian
+from tests.ensemble_fixtures import one_torch_thread, marians  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog", "green tree near the river today"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: extra intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def marians(tmp_path_factory):
-    root = tmp_path_factory.mktemp("marian")
-    tok = build_tokenizer("metaspace", 120)
-    return [load_member(save_tiny_marian(root / f"m{i}", tok, seed=i), device="cpu") for i in range(3)]
 
 
 @pytest.fixture(scope="module")

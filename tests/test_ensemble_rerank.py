@@ -6,17 +6,12 @@ import torch
 from stages.ensemble import ensemble_generate, load_member, mbr_select, pool_nbest, rerank
 from stages.ensemble.scoring import sequence_logprobs, token_logprobs
 from stages.ensemble.tiny import build_tokenizer, save_tiny_gpt2, save_tiny_marian
+from tests.ensemble_fixtures import one_torch_thread  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog"]
 CANDIDATES = [["the cat sat", "a cat on the mat", "dog"], ["a dog ran", "the big dog", "dog dog"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,13 @@ import torch
 from stages.ensemble import Router, RouterConfig, ensemble_generate, load_member, routed_generate, train_router
 from stages.ensemble.router import fit_router, member_token_logprobs, router_loss, source_features
 from stages.ensemble.tiny import build_tokenizer, save_tiny_marian, toy_corpus
+from tests.ensemble_fixtures import one_torch_thread, marians  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog", "green tree near the river today", "old man reads a book"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def marians(tmp_path_factory):
-    root = tmp_path_factory.mktemp("marian")
-    tok = build_tokenizer("metaspace", 120)
-    return [load_member(save_tiny_marian(root / f"m{i}", tok, seed=i), device="cpu") for i in range(3)]
 
 
 class CallCounter:

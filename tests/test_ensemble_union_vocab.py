@@ -9,14 +9,9 @@ from stages.ensemble import ensemble_generate, load_member
 from stages.ensemble.tiny import build_tokenizer, save_tiny_gpt2, save_tiny_marian
 from stages.ensemble.union_vocab import (EOS, HFVocabMember, UnionVocab, split_piece, token_surfaces, union_generate,
                                          union_generate_members)
+from tests.ensemble_fixtures import one_torch_thread  # noqa: F401  (fixtures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TableMember:
