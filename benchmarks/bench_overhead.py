@@ -18,8 +18,9 @@ from pipelines.graph import Pipeline
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=1024)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--items", type=int, default=4096)
+    ap.add_argument("--batch-sizes", default="16,64",
+                    help="micro-batch sizes to compare; the last one gives the headline overhead_ratio")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="flow task concurrency (1 = same as the loop)")
@@ -28,42 +29,47 @@ def main() -> None:
 
     stages = [MatmulFeatures(layers=args.layers), VectorNorm(layers=args.layers)]
     items = [{"id": f"i{i}", "text": f"item number {i} of the overhead benchmark"} for i in range(args.items)]
-    batches = [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
-
-    def plain_loop():
-        outs = []
-        for batch in batches:
-            x = [stages[0].Input(text=it["text"]) for it in batch]
-            outs += stages[1].run_batch(stages[0].run_batch(x))
-        return [o.text for o in outs]
-
-    def through_prefect(job):
-        pipe = Pipeline.chain(*stages, name="overhead")
-        res = run(pipe, items, out=tmp, job_id=job, batch_size=args.batch_size, workers=args.workers)
-        return [o["norm"]["text"] for o in res.outputs]
-
+    rows, figures = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        through_prefect("warmup")  # starts the server and warms imports: not timed
-        plain_loop()
-        loops, flows_, server_cpu = [], [], []
-        for r in range(args.repeats):  # alternate, so background load hits both sides alike
-            t, ref = timed(plain_loop)
-            loops.append(t)
-            before = prefect_server_cpu_seconds()
-            t, got = timed(lambda: through_prefect(f"timed{r}"))
-            flows_.append(t)
-            server_cpu.append(prefect_server_cpu_seconds() - before)
-        t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
-    assert got == ref, "the flow must compute exactly what the loop computes"
-    n_batches = len(batches)
-    per_batch_ms = 1000 * t_loop / n_batches
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+            def plain_loop():
+                outs = []
+                for batch in batches:
+                    x = [stages[0].Input(text=it["text"]) for it in batch]
+                    outs += stages[1].run_batch(stages[0].run_batch(x))
+                return [o.text for o in outs]
+
+            def through_prefect(job):
+                pipe = Pipeline.chain(*stages, name="overhead")
+                res = run(pipe, items, out=tmp, job_id=job, batch_size=batch_size, workers=args.workers)
+                return [o["norm"]["text"] for o in res.outputs]
+
+            through_prefect(f"warmup{batch_size}")  # starts the server and warms imports: not timed
+            plain_loop()
+            loops, flows_, server_cpu = [], [], []
+            for r in range(args.repeats):  # alternate, so background load hits both sides alike
+                t, ref = timed(plain_loop)
+                loops.append(t)
+                before = prefect_server_cpu_seconds()
+                t, got = timed(lambda: through_prefect(f"b{batch_size}-timed{r}"))
+                flows_.append(t)
+                server_cpu.append(prefect_server_cpu_seconds() - before)
+            assert got == ref, "the flow must compute exactly what the loop computes"
+            t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
+            n = len(batches)
+            rows += [[f"plain loop, batches of {batch_size}", args.items, n, 0, t_loop, 1000 * t_loop / n, "", ""],
+                     [f"Prefect flow, batches of {batch_size}", args.items, n, 2 * n, t_flow, 1000 * t_flow / n,
+                      statistics.median(server_cpu), round(t_flow / t_loop, 3)]]
+            figures = {"overhead_ratio": round(t_flow / t_loop, 4), "loop_s": round(t_loop, 3),
+                       "flow_s": round(t_flow, 3), "compute_ms_per_batch": round(1000 * t_loop / n, 1),
+                       "server_cpu_s_per_flow": round(statistics.median(server_cpu), 2),
+                       "tasks": 2 * n, **{k: v for k, v in figures.items() if k.startswith("ratio_b")},
+                       f"ratio_b{batch_size}": round(t_flow / t_loop, 4)}
     print_table("Prefect overhead (same stages, same micro-batches)",
-                ["way", "items", "batches", "tasks", "wall s", "compute ms / batch"],
-                [["plain loop", args.items, n_batches, 0, t_loop, per_batch_ms],
-                 ["Prefect flow", args.items, n_batches, 2 * n_batches, t_flow, 1000 * t_flow / n_batches]])
-    print_json_line({"overhead_ratio": round(t_flow / t_loop, 4), "loop_s": round(t_loop, 3),
-                     "flow_s": round(t_flow, 3), "compute_ms_per_batch": round(per_batch_ms, 1),
-                     "server_cpu_s_per_flow": round(statistics.median(server_cpu), 2)})
+                ["way", "items", "batches", "tasks", "wall s", "ms / batch", "server CPU s", "ratio"], rows)
+    print_json_line(figures)
 
 
 def prefect_server_cpu_seconds() -> float:

@@ -34,7 +34,7 @@ def server_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
 
 
 def server_env(ui: bool = False) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in prefect_env.embedded_only}
     for key, value in prefect_env.DEFAULTS.items():
         env.setdefault(key, value)
     env.pop("PREFECT_API_URL", None)  # the server is the API; it must not look for another one

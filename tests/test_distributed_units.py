@@ -126,3 +126,17 @@ def test_distributed_commands_refuse_bad_usage_with_exit_2(args, needle, tmp_pat
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path)] if args[0] in ("run", "deploy") else args)
     assert res.exit_code == 2, res.output
     assert needle in res.output and "Traceback" not in res.output
+
+
+def test_real_server_keeps_automations_that_only_the_embedded_server_drops(monkeypatch):
+    from flows import prefect_env
+    from flows.server import server_env
+
+    key = "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED"
+    monkeypatch.setenv(key, "false")
+    monkeypatch.setattr(prefect_env, "embedded_only", [key])  # we set it, for the temporary server
+    env = server_env()
+    assert key not in env  # `cascade server` runs automations
+    assert env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "200"  # batching stays
+    monkeypatch.setattr(prefect_env, "embedded_only", [])  # the user exported it: their choice wins
+    assert server_env()[key] == "false"
