@@ -10,7 +10,8 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from flows.job import load_job, write_job
 from flows import preflight
 from flows.manifest import read_inputs, validate_items
 from flows.results import collect
+from flows.store import RunStore
 from flows.runners import make_task_runner, resource_options
 
 
@@ -126,12 +128,22 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
 
 @dataclass
 class JobResult:
-    """What `run` returns: the summary plus where everything lives."""
+    """What `run` returns: the summary plus where everything lives.
+
+    `outputs` and `errors` are read from the job folder on first use: a
+    million-item job need not come back into memory just to return.
+    """
 
     root: str
     summary: dict
-    outputs: list[dict] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
+
+    @cached_property
+    def outputs(self) -> list[dict]:
+        return RunStore(self.root).read_jsonl("outputs.jsonl")
+
+    @cached_property
+    def errors(self) -> list[dict]:
+        return RunStore(self.root).read_jsonl("errors.jsonl")
 
     @property
     def exit_code(self) -> int:
@@ -167,7 +179,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     with _no_heartbeats_without_a_server():
         summary = flow_run(root, show_progress, gpu_limit)
-    return JobResult(root, summary, job.store.read_jsonl("outputs.jsonl"), job.store.read_jsonl("errors.jsonl"))
+    return JobResult(root, summary)
 
 
 def _no_heartbeats_without_a_server():

@@ -42,12 +42,12 @@ def collect(job: Job, stage_runs: dict[str, list[dict | None]], failures: dict[t
         s["seconds"] = round(s["seconds"], 3)
         stats[node] = s
 
-    sinks = pipe.sinks()
+    sinks = set(pipe.sinks())
     order = job.order  # a topological sort: once, not once per item
     out_rows, err_rows = [], []
     for item_id, item in job.items.items():
         done = {n: outputs[n][item_id] for n in order if item_id in outputs[n]}
-        if all(n in done for n in sinks):
+        if sinks.issubset(done):
             out_rows.append({"id": item_id, **done})
         else:
             err = errors.get(item_id) or {"item_id": item_id, "stage": "?", "kind": "incomplete",

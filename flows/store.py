@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import fsspec
@@ -82,9 +84,50 @@ class RunStore:
 
     def write_batch(self, node: str, key: str, rows: list[dict]) -> None:
         self.write_jsonl(self.batch_rel(node, key), rows)
+        _recent.put((self.url, node, key), rows)
 
     def read_batch(self, node: str, key: str) -> list[dict]:
-        return self.read_jsonl(self.batch_rel(node, key))
+        """The batch's rows (shared with a cache: treat them as read-only)."""
+        rows = _recent.get((self.url, node, key))
+        if rows is None:
+            rows = self.read_jsonl(self.batch_rel(node, key))
+            _recent.put((self.url, node, key), rows)
+        return rows
+
+
+class _RecentBatches:
+    """Rows of the batches this process wrote or read last, up to `max_rows` rows.
+
+    A downstream stage and the final collection read what an upstream task of
+    the same process has just written; parsing it back from JSON cost as much
+    as a small stage. Safe to cache: a key names content, and a batch file is
+    written once, atomically, and never changed.
+    """
+
+    def __init__(self, max_rows: int = 200_000):
+        self.max_rows, self.rows = max_rows, 0
+        self._data: OrderedDict[tuple, list[dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> list[dict] | None:
+        with self._lock:
+            rows = self._data.get(key)
+            if rows is not None:
+                self._data.move_to_end(key)
+            return rows
+
+    def put(self, key: tuple, rows: list[dict]) -> None:
+        with self._lock:
+            if key in self._data:
+                return
+            self._data[key] = rows
+            self.rows += len(rows)
+            while self.rows > self.max_rows and len(self._data) > 1:
+                _, dropped = self._data.popitem(last=False)
+                self.rows -= len(dropped)
+
+
+_recent = _RecentBatches()
 
 
 def _protocols(fs) -> tuple:
