@@ -16,28 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import interleaved_medians
 from stages.ensemble import ensemble_generate, load_member
 from stages.ensemble.tiny import build_tokenizer, pseudo_word_corpus, save_tiny_marian
-
-
-def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per run; one round runs every entry once, so load changes on the shared CPU hit all alike."""
-    for fn in runs.values():
-        fn()  # warm-up: lazy init, allocator
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:

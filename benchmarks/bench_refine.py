@@ -22,11 +22,11 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import interleaved_medians
 from stages.refine.cmlm import CMLM, CMLMConfig
 from stages.refine.mask_predict import mask_predict
 from stages.self_refine import SelfRefine
@@ -34,19 +34,6 @@ from stages.self_refine import SelfRefine
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
 DEV_TSV = ROOT / "assets" / "demo" / "corpus" / "dev.tsv"
-
-
-def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per run; each round runs every entry once, so load drift on the shared CPU hits all alike."""
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def sources(n: int) -> list[str]:

@@ -99,3 +99,16 @@ def _weights(seed: int, width: int, layers: int) -> list[torch.Tensor]:
 def _text_vector(text: str, width: int) -> torch.Tensor:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
     return torch.randn(width, generator=torch.Generator().manual_seed(seed))
+
+
+def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per run; one round runs every entry once, so load changes on the shared CPU hit all alike."""
+    for fn in runs.values():
+        fn()  # warm-up: lazy init, allocator
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

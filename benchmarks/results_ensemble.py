@@ -11,7 +11,6 @@ line with every BLEU and the gain of the best ensemble over the best member.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from flows.runners import make_task_runner, resource_options
 def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu_limit: str | None = None,
                 run_token: str = "") -> dict:
     keys = {u: s["key"] for u, s in upstream.items()}
-    _forget_stale_job(root, run_token)
+    load_job(root, run_token)  # a new run token makes long-lived workers re-read the job
     if not gpu_limit:  # local runs: no limit, no server calls
         return run_stage_batch(root, node, index, keys)
     from prefect.concurrency.sync import concurrency
@@ -44,28 +43,6 @@ def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu
     # and renewed while we run; a killed worker's slot comes back when its lease lapses (the 60 s minimum).
     with concurrency(gpu_limit, occupy=1, strict=True, lease_duration=60):
         return run_stage_batch(root, node, index, keys)
-
-
-_seen_tokens: dict[str, str] = {}
-_seen_lock = threading.Lock()
-
-
-def _forget_stale_job(root: str, run_token: str) -> None:
-    """Drop this process's cached job for `root` when a new run of it begins.
-
-    Workers of a long-lived Ray cluster outlive runs: a rerun of the same job id
-    with other inputs or stage settings must not meet the job cached by the
-    last run. Loaded models stay (their cache is separate and keyed by model).
-    """
-    if not run_token or _seen_tokens.get(root) == run_token:
-        return
-    from flows import job as jobs
-
-    with _seen_lock:
-        if _seen_tokens.get(root) != run_token:
-            if root not in jobs._live:  # the driver's own live job is always current
-                jobs._load_cached.cache_clear()
-            _seen_tokens[root] = run_token
 
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
@@ -175,7 +152,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     if "://" not in root:
         root = str(Path(root).resolve())
     items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
-    job = write_job(root, pipeline, items, input_errors, batch_size, job_id)
+    write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     with _no_heartbeats_without_a_server():
         summary = flow_run(root, show_progress, gpu_limit)

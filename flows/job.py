@@ -72,10 +72,24 @@ _load_lock = threading.Lock()
 _live: dict[str, Job] = {}
 
 
-def load_job(root: str) -> Job:
-    """The job as this process sees it; built once per process and reused by every task."""
+_run_tokens: dict[str, str] = {}
+
+
+def load_job(root: str, run_token: str = "") -> Job:
+    """The job as this process sees it; built once per process and reused by every task.
+
+    `run_token` names one run of the job. Workers of a long-lived Ray cluster
+    outlive runs: a rerun of the same job id with other inputs or stage
+    settings must not meet the job cached by the last run, so a new token
+    drops the cached job (loaded models stay; their cache is separate).
+    """
     with _load_lock:
-        return _live.get(root) or _load_cached(root)
+        if root in _live:  # the driver's own live job is always current
+            return _live[root]
+        if run_token and _run_tokens.get(root) != run_token:
+            _load_cached.cache_clear()
+            _run_tokens[root] = run_token
+        return _load_cached(root)
 
 
 @lru_cache(maxsize=8)

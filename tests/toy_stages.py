@@ -10,18 +10,25 @@ from stages.base import ItemFailure, Stage, StageConfig, TransientError
 from stages.payloads import Text
 
 
-class Upper(Stage):
-    Input = Text
-    Output = Text
-    kind = "upper"
+class Counted(Stage):
+    """Counts its calls in `count_file` and sleeps `sleep` s per call (for resume and retry tests)."""
 
     class Config(StageConfig):
         count_file: str | None = None
         sleep: float = 0.0
 
-    def process(self, batch):
+    def tick(self) -> None:
         _count(self.config.count_file, self.kind)
         time.sleep(self.config.sleep)
+
+
+class Upper(Counted):
+    Input = Text
+    Output = Text
+    kind = "upper"
+
+    def process(self, batch):
+        self.tick()
         out = []
         for item in batch:
             if item.text.startswith("BAD"):
@@ -36,18 +43,13 @@ class Words(BaseModel):
     n: int
 
 
-class Split(Stage):
+class Split(Counted):
     Input = Text
     Output = Words
     kind = "split"
 
-    class Config(StageConfig):
-        count_file: str | None = None
-        sleep: float = 0.0
-
     def process(self, batch):
-        _count(self.config.count_file, self.kind)
-        time.sleep(self.config.sleep)
+        self.tick()
         return [Words(words=t.text.split(), n=len(t.text.split())) for t in batch]
 
 
