@@ -29,10 +29,10 @@ WEAK = MTSize(d_model=96, layers=2, heads=4, ffn=256, vocab_size=0, max_position
 
 def fresh_start(out_dir: Path, size: MTSize, seed: int) -> Path:
     """A random model of `size` with the demo tokenizer: training from it is training from scratch."""
-    import torch
-    from transformers import AutoTokenizer
+    with LOAD_LOCK:  # transformers' lazy imports, loading and init are not thread-safe
+        import torch
+        from transformers import AutoTokenizer
 
-    with LOAD_LOCK:  # transformers' loading and init are not thread-safe
         tok = AutoTokenizer.from_pretrained(DEMO_MT)
         torch.manual_seed(seed)
         model = build_model(tok, size)
@@ -57,9 +57,11 @@ def train_member(k: int, out: str, n_pairs: int, epochs: float, bootstrap: bool,
 
 
 @flow(name="train-bagged-members", persist_result=False)
-def bagging(k: int = 5, out: str = "build/members/bag", n_pairs: int = 2000, epochs: float = 24.0) -> list[dict]:
-    """K members, each on its own bootstrap resample, as mapped Prefect tasks."""
-    futures = train_member.map(list(range(k)), out=out, n_pairs=n_pairs, epochs=epochs, bootstrap=True)
+def bagging(k: int = 5, out: str = "build/members/bag", n_pairs: int = 2000, epochs: float = 24.0,
+            only: list[int] | None = None) -> list[dict]:
+    """K members, each on its own bootstrap resample, as mapped Prefect tasks (`only`: just these indices)."""
+    indices = [i for i in range(k) if only is None or i in only]
+    futures = train_member.map(indices, out=out, n_pairs=n_pairs, epochs=epochs, bootstrap=True)
     return [f.result() for f in futures]
 
 
@@ -86,11 +88,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=24.0)
     ap.add_argument("--save-every", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", default=None, help="bagging: train just these member indices, e.g. 1,4")
     args = ap.parse_args()
     runner = ThreadPoolTaskRunner(max_workers=args.workers)
     if args.what == "bagging":
+        only = [int(i) for i in args.only.split(",")] if args.only else None
         res = bagging.with_options(task_runner=runner)(args.k, args.out or "build/members/bag", args.n_pairs,
-                                                       args.epochs)
+                                                       args.epochs, only)
     else:
         res = checkpoints.with_options(task_runner=runner)(args.out or "build/members/ckpt", args.n_pairs,
                                                            args.epochs, args.save_every)

@@ -131,7 +131,8 @@ def mark_float32(out_dir: Path) -> None:
 
 def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None) -> dict:
     """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    with LOAD_LOCK:  # transformers resolves names lazily, and two threads doing it at once can fail
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
