@@ -123,21 +123,22 @@ def status(job_dir: str = typer.Argument(..., help="a job folder (OUT/JOB_ID) or
     if not store.exists("job.json"):
         usage_error(f"{job_dir} is not a job folder (no job.json)")
     meta = store.read_json("job.json")
-    n_batches = len(meta["batches"])
-    table = Table(title=f"job {meta['job_id']} · {meta['pipeline']['name']}")
-    for col in ("stage", "batches stored", "ok", "failed"):
-        table.add_column(col)
     summary = store.read_json("summary.json") if store.exists("summary.json") else None
+    progress = store.read_json("progress.json") if store.exists("progress.json") else {"stages": {}}
+    table = Table(title=f"job {meta['job_id']} · {meta['pipeline']['name']}")
+    for col in ("stage", "batches done", "reused", "failed batches", "items ok", "items failed"):
+        table.add_column(col)
     for node in [n["name"] for n in meta["pipeline"]["nodes"]]:
-        stored = store.fs.glob(store.path("stages", node, "*.jsonl"))
-        stats = (summary or {}).get("stages", {}).get(node, {})
-        table.add_row(node, f"{len(stored)}/{n_batches}", str(stats.get("ok", "—")), str(stats.get("failed", "—")))
+        p = progress["stages"].get(node, {"done": 0, "reused": 0, "failed": 0, "batches": len(meta["batches"])})
+        s = (summary or {}).get("stages", {}).get(node, {})
+        table.add_row(node, f"{p['done']}/{p['batches']}", str(p["reused"]), str(p["failed"]),
+                      str(s.get("ok", "—")), str(s.get("failed", "—")))
     out.print(table)
     if summary:
         out.print(f"finished: {summary['ok']}/{summary['items']} ok, {summary['failed']} failed; "
                   f"metrics {summary['metrics']}", highlight=False)
     else:
-        out.print("not finished (rerun with the same --job-id to resume)")
+        out.print("running, or stopped before the end (rerun with the same --job-id to resume)")
 
 
 @app.command("list")

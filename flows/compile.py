@@ -84,6 +84,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
     for node in pipe.roots():
         for i in range(n_batches):
             submit(node, i)
+    status = JobProgress(job.store, job.order, n_batches)
     with _progress(show_progress, len(job.order) * n_batches) as (progress, bar):
         while outstanding:
             (node, i), fut = finished.get()
@@ -97,10 +98,38 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
                         submit(d, i)
             else:
                 failures[(node, i)] = _failure_message(state)
+            status.record(node, runs[node][i])
             progress.advance(bar)
+    status.write()
     summary = collect(job, runs, failures, time.perf_counter() - start)
     _publish(summary)
     return summary
+
+
+class JobProgress:
+    """progress.json: finished batches per stage, for `cascade status` while a job runs or after it died.
+
+    Written at most once a second (and at the end): a small file, but a job can have thousands of batches.
+    """
+
+    def __init__(self, store: RunStore, order: list[str], n_batches: int):
+        self.store, self.last = store, 0.0
+        self.stages = {n: {"batches": n_batches, "done": 0, "reused": 0, "failed": 0} for n in order}
+        self.write()
+
+    def record(self, node: str, summary: dict | None) -> None:
+        s = self.stages[node]
+        if summary is None:
+            s["failed"] += 1
+        else:
+            s["done"] += 1
+            s["reused"] += summary["cached"]
+        if time.monotonic() - self.last >= 1.0:
+            self.write()
+
+    def write(self) -> None:
+        self.last = time.monotonic()
+        self.store.write_json("progress.json", {"stages": self.stages, "updated": time.time()})
 
 
 @dataclass

@@ -16,6 +16,7 @@ from flows.store import RunStore
 
 JOB_FILE = "job.json"
 MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
 
 
 def pipeline_spec(pipe: Pipeline) -> dict:
@@ -56,6 +57,8 @@ def write_job(root: str, pipe: Pipeline, items: list[dict], input_errors: list[I
               batch_size: int, job_id: str) -> Job:
     store = RunStore(root)
     batches = [[it["id"] for it in items[i:i + batch_size]] for i in range(0, len(items), batch_size)]
+    if store.exists(SUMMARY):  # the job runs again: a summary of the last run must not pass for this one
+        store.fs.rm(store.path(SUMMARY))
     store.write_jsonl(MANIFEST, items)
     store.write_json(JOB_FILE, {
         "job_id": job_id, "batch_size": batch_size, "pipeline": pipeline_spec(pipe),

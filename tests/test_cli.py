@@ -37,5 +37,6 @@ def test_run_ok_then_status_and_list(tmp_path, cli_env):
     assert "2/2 items ok" in proc.stdout and "ONE TWO" in proc.stdout
     proc = _run(["status", str(tmp_path / "ok")], cli_env)
     assert proc.returncode == 0 and "finished: 2/2 ok" in proc.stdout
+    assert "1/1" in proc.stdout  # the one batch of each stage is done
     proc = _run(["list"], cli_env)
     assert proc.returncode == 0 and "speech-translation" in proc.stdout

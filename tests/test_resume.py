@@ -43,6 +43,11 @@ def test_sigkill_then_resume_gives_identical_outputs_without_recomputing(tmp_pat
     done_before = _stored(tmp_path / "job")
     assert 6 <= len(done_before) < 2 * N_BATCHES, "the kill should land mid-run"
     assert not (tmp_path / "job" / "summary.json").exists()
+    status = subprocess.run([*CASCADE, "status", str(tmp_path / "job")], env=cli_env, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0 and "stopped before the end" in status.stdout, status.stdout + status.stderr
+    progress = json.loads((tmp_path / "job" / "progress.json").read_text())["stages"]
+    assert sum(s["done"] for s in progress.values()) <= len(done_before)  # written at most once a second
 
     count.write_text("")
     again = subprocess.run(_cmd(tmp_path, "job", count), env=cli_env, capture_output=True, text=True, timeout=300)
