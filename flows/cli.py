@@ -129,8 +129,10 @@ def status(job_dir: str = typer.Argument(..., help="a job folder (OUT/JOB_ID) or
     for col in ("stage", "batches done", "reused", "failed batches", "items ok", "items failed"):
         table.add_column(col)
     for node in [n["name"] for n in meta["pipeline"]["nodes"]]:
-        p = progress["stages"].get(node, {"done": 0, "reused": 0, "failed": 0, "batches": len(meta["batches"])})
         s = (summary or {}).get("stages", {}).get(node, {})
+        n = len(meta["batches"])  # jobs from before progress.json: the summary's counts
+        p = progress["stages"].get(node) or {"done": n if s else 0, "reused": s.get("cached_batches", 0),
+                                             "failed": 0, "batches": n}
         table.add_row(node, f"{p['done']}/{p['batches']}", str(p["reused"]), str(p["failed"]),
                       str(s.get("ok", "—")), str(s.get("failed", "—")))
     out.print(table)
