@@ -96,7 +96,8 @@ def main() -> None:
     pooled = pool_nbest(*[nbests[i] for i in range(len(members))])
     score("n-best rerank (pooled, ensemble score)",
           lambda: [r[0].text for r in rerank(members, src, pooled)], len(members))
-    score("MBR (pooled, chrF)", lambda: [mbr_select(c, "chrf").best for c in pooled], 0.0)
+    # Both select from the pool the K member decodes made (cost K); the seconds are the selection alone.
+    score("MBR (pooled, chrF)", lambda: [mbr_select(c, "chrf").best for c in pooled], len(members))
 
     ensembles = [k for k in figures if not k.startswith("member") and k != "last checkpoint"]
     best_name = max(ensembles, key=lambda k: figures[k])
