@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from pydantic import BaseModel
@@ -129,8 +129,13 @@ def mark_float32(out_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None) -> dict:
-    """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings."""
+def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None,
+             loss_fn: Callable | None = None) -> dict:
+    """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings.
+
+    `loss_fn(model, batch, tokenizer)` replaces the cross-entropy on the gold labels (e.g. a
+    distillation loss); `batch` holds input_ids, attention_mask and labels (padding = -100).
+    """
     with LOAD_LOCK:  # transformers resolves names lazily, and two threads doing it at once can fail
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -172,9 +177,13 @@ def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] 
         tgt = [pairs[i][1] for i in idx]
         batch = tokenizer(src, text_target=tgt, return_tensors="pt", padding=True).to(device)
         batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-        logits = model(**batch).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
-                                                 ignore_index=-100, label_smoothing=cfg.label_smoothing)
+        if loss_fn is not None:
+            loss = loss_fn(model, batch, tokenizer)
+        else:
+            logits = model(**batch).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     batch["labels"].reshape(-1), ignore_index=-100,
+                                                     label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
