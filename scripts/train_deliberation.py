@@ -29,7 +29,7 @@ from prefect import flow, task
 from scripts.demo_grammar import generate, read_tsv
 from scripts.train_members import WEAK, fresh_start
 from scripts.train_mt import MTSize, MTTrainConfig, bleu, translate, train_mt
-from stages.refine.deliberation import join_source_draft
+from stages.refine.deliberation import fit_draft, join_source_draft
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -57,7 +57,7 @@ class DeliberationTrainConfig(BaseModel):
     out_dir: Path = Path("build/deliberation")
     first_pass: Path | None = None  # None: train a weak one into out_dir/first-pass
     weak_pairs: int = 6000
-    weak_steps: int = 300
+    weak_steps: int = 600  # 300 left the drafts at ~2 dev BLEU: nothing for a second pass to read
     n_pairs: int = 30_000
     data_seed: int = 0
     mix: DraftMix = DraftMix()
@@ -112,6 +112,7 @@ def _load(path: str | Path):
 def make_drafts(cfg: DeliberationTrainConfig, first_pass: str) -> str:
     """training.tsv: source, draft, reference, kind. The drafting model decodes greedily (fast, and weaker)."""
     import torch
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -121,6 +122,7 @@ def make_drafts(cfg: DeliberationTrainConfig, first_pass: str) -> str:
     model, tok = _load(first_pass)
     drafted = dict(zip(need, translate(model, tok, [pairs[i][0] for i in need], num_beams=1)))
     vocabulary = sorted({w for _, de in pairs for w in de.split()})
+    demo_tok = AutoTokenizer.from_pretrained(DEMO_MT)  # the second pass's tokenizer (fresh_start copies it)
     rows = []
     for i, ((en, de), kind) in enumerate(zip(pairs, kinds)):
         if kind == "first_pass":
@@ -129,7 +131,9 @@ def make_drafts(cfg: DeliberationTrainConfig, first_pass: str) -> str:
             draft = corrupt(de, vocabulary, cfg.corruption, rng)
         else:
             draft = de if kind == "clean" else ""
-        rows.append("\t".join([en, draft.replace("\t", " "), de, kind]))
+        # a rambling draft (or a long corrupted one) must not push the joined input past the positions
+        draft = fit_draft(demo_tok, en, draft.replace("\t", " "), SEP, cfg.size.max_positions)
+        rows.append("\t".join([en, draft, de, kind]))
     path = cfg.out_dir / "training.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
@@ -156,7 +160,9 @@ def evaluate(cfg: DeliberationTrainConfig, first_pass: str) -> dict:
     first, first_tok = _load(first_pass)
     drafts = translate(first, first_tok, sources, num_beams=1)
     second, tok = _load(cfg.out_dir / "second-pass")
-    refined = translate(second, tok, [join_source_draft(s, d, SEP) for s, d in zip(sources, drafts)])
+    limit = second.config.max_position_embeddings
+    refined = translate(second, tok, [join_source_draft(s, fit_draft(tok, s, d, SEP, limit), SEP)
+                                      for s, d in zip(sources, drafts)])
     no_draft = translate(second, tok, [join_source_draft(s, "", SEP) for s in sources])
     result = {"dev_bleu_first_pass": round(bleu(drafts, refs), 2),
               "dev_bleu_deliberation": round(bleu(refined, refs), 2),
@@ -178,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="build/deliberation")
     ap.add_argument("--first-pass", default=None, help="draft with this model instead of training a weak one")
-    ap.add_argument("--weak-steps", type=int, default=300)
+    ap.add_argument("--weak-steps", type=int, default=600)
     ap.add_argument("--pairs", type=int, default=30_000)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--steps", type=int, default=None, help="second-pass steps (overrides --epochs)")

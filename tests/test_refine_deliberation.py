@@ -8,7 +8,7 @@ import pytest
 
 from flows import run
 from stages.deliberation import Deliberate
-from stages.refine.deliberation import join_source_draft
+from stages.refine.deliberation import fit_draft, join_source_draft
 from stages.translate import Translate
 from tests.tiny_models import make_marian, word_tokenizer
 
@@ -46,6 +46,22 @@ def test_join_tokenises_as_the_two_encodings_back_to_back():
         for src, draft in [("the cat sees a dog .", "die katze sieht"), ("who runs ?", "wer läuft ?")]:
             joined = tok(join_source_draft(src, draft, tok.eos_token))["input_ids"]
             assert joined == tok(src)["input_ids"] + tok(draft)["input_ids"]
+
+
+def test_fit_draft_cuts_whole_words_at_the_end_until_the_join_fits():
+    tok = word_tokenizer()
+    src, draft = SOURCES[0], "die katze sieht einen hund die katze sieht"  # 6 + </s> + 8 + </s> = 16 tokens
+
+    def n_tokens(d: str) -> int:
+        return len(tok(join_source_draft(src, d, "</s>"))["input_ids"])
+
+    assert n_tokens(draft) == 16
+    assert fit_draft(tok, src, draft, "</s>", 16) == draft  # fits: unchanged
+    assert fit_draft(tok, src, draft, "</s>", 12) == "die katze sieht einen"  # the longest prefix that fits
+    assert n_tokens(fit_draft(tok, src, draft, "</s>", 12)) == 12
+    assert fit_draft(tok, src, draft, "</s>", 9) == "die"
+    assert fit_draft(tok, src, draft, "</s>", 8) == ""  # the source alone is 8: the draft goes, never the source
+    assert fit_draft(tok, src, draft, "</s>", 3) == ""
 
 
 def test_empty_draft_runs_and_equals_the_model_on_source_and_separator(second_pass):

@@ -27,6 +27,26 @@ def join_source_draft(source: str, draft: str, separator: str) -> str:
     return source.strip() + separator + (" " + draft if draft else "")
 
 
+def fit_draft(tokenizer, source: str, draft: str, separator: str, max_tokens: int) -> str:
+    """`draft` cut at the end, whole words only, so that the joined input has at most `max_tokens` tokens.
+
+    A weak first pass can ramble until its length limit; the source is never cut (an empty draft is the
+    least this returns, and the caller decides what to do with a source that alone is too long).
+    """
+    words = draft.split()
+
+    def fits(k: int) -> bool:
+        return len(tokenizer(join_source_draft(source, " ".join(words[:k]), separator))["input_ids"]) <= max_tokens
+
+    if fits(len(words)):
+        return draft.strip()
+    lo, hi = 0, len(words)  # fits(lo) is assumed (or nothing fits); fits(hi) is false
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return " ".join(words[:lo])
+
+
 class Drafted(NamedTuple):
     source: str
     draft: str
