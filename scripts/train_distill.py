@@ -53,7 +53,7 @@ def teacher_dirs(teacher: str | Path = TEACHER, k: int = 5) -> list[Path]:
     missing = [str(d) for d in dirs if not (d / "config.json").exists()]
     if missing:
         raise FileNotFoundError(f"teacher members missing: {', '.join(missing)}; train them with "
-                                f"`flock build/train.lock {TEACHER_COMMAND}`")
+                                f"`{TEACHER_COMMAND}`")
     return dirs
 
 
