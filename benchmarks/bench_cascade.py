@@ -76,8 +76,9 @@ def main() -> None:
                                        job_id=f"st{r}",
                                        batch_size=args.batch_size))
             flows_.append(t)
+            outputs = res.outputs  # read while the job folder exists (untimed)
     t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
-    by_id = {o["id"]: o for o in res.outputs}
+    by_id = {o["id"]: o for o in outputs}
     same = sum(by_id.get(it["id"], {}).get("mt", {}).get("text") == tr for it, (_, tr) in zip(items, looped))
     metrics = res.summary["metrics"]
     figures = {"speedup": round(t_loop / t_flow, 2), "wer": metrics.get("wer"), "mt_bleu": mt_only.summary["metrics"]["bleu"],
