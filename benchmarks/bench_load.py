@@ -30,7 +30,7 @@ import time
 import torch
 
 import flows  # noqa: F401  (Prefect defaults)
-from benchmarks.common import Vector, print_json_line, print_table
+from benchmarks.common import Vector, print_json_line, print_table, wait_for_server_idle
 from pipelines.graph import Pipeline
 from stages.base import Stage, StageConfig
 from stages.payloads import Text
@@ -129,6 +129,7 @@ def main() -> None:
         pipe = Pipeline.chain(stage, name="load")
         run(pipe, items[: 2 * args.batch_size], out=tmp, job_id="warmup", batch_size=args.batch_size,
             workers=args.workers)  # starts the server, warms imports and the stage: not timed
+        wait_for_server_idle()
         *loop, ref = bare_loop()
         loops.append(loop)
         rss_before = rss_mb()
@@ -140,6 +141,7 @@ def main() -> None:
                              workers=args.workers)
                 flows_.append((time.perf_counter() - wall, time.process_time() - cpu))
             in_tasks.append(stage.busy - busy_before)
+            wait_for_server_idle()  # the server's batched event writes must not land in the next loop
             peaks.append(mem.peak)
             assert result.exit_code == 0 and [o["tiny_encoder"]["values"] for o in result.outputs] == ref, \
                 "the flow must compute exactly what the loop computes"

@@ -12,7 +12,8 @@ import statistics
 import tempfile
 
 import flows  # noqa: F401  (Prefect defaults)
-from benchmarks.common import MatmulFeatures, VectorNorm, print_json_line, print_table, timed
+from benchmarks.common import (MatmulFeatures, VectorNorm, prefect_server_cpu_seconds, print_json_line,
+                               print_table, timed, wait_for_server_idle)
 from pipelines.graph import Pipeline
 
 
@@ -47,6 +48,7 @@ def main() -> None:
                 return [o["norm"]["text"] for o in res.outputs]
 
             through_prefect(f"warmup{batch_size}")  # starts the server and warms imports: not timed
+            wait_for_server_idle()
             plain_loop()
             loops, flows_, server_cpu = [], [], []
             for r in range(args.repeats):  # alternate, so background load hits both sides alike
@@ -55,6 +57,9 @@ def main() -> None:
                 before = prefect_server_cpu_seconds()
                 t, got = timed(lambda: through_prefect(f"b{batch_size}-timed{r}"))
                 flows_.append(t)
+                # The server records events in batches, up to seconds later: let it finish, so its work is
+                # counted for this flow and does not slow the next loop down.
+                wait_for_server_idle()
                 server_cpu.append(prefect_server_cpu_seconds() - before)
             assert got == ref, "the flow must compute exactly what the loop computes"
             t_loop, t_flow = statistics.median(loops), statistics.median(flows_)
@@ -70,28 +75,6 @@ def main() -> None:
     print_table("Prefect overhead (same stages, same micro-batches)",
                 ["way", "items", "batches", "tasks", "wall s", "ms / batch", "server CPU s", "ratio"], rows)
     print_json_line(figures)
-
-
-def prefect_server_cpu_seconds() -> float:
-    """CPU time used so far by the local Prefect server processes (Linux /proc; 0 elsewhere).
-
-    On a small machine the server shares the cores with the stages; this shows how much.
-    """
-    import glob
-    import os
-
-    total = 0.0
-    for proc in glob.glob("/proc/[0-9]*"):
-        try:
-            with open(f"{proc}/cmdline", "rb") as f:
-                if b"prefect.server" not in f.read():
-                    continue
-            with open(f"{proc}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 if __name__ == "__main__":

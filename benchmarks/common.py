@@ -112,3 +112,37 @@ def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def prefect_server_cpu_seconds() -> float:
+    """CPU time used so far by the local Prefect server processes (Linux /proc; 0 elsewhere).
+
+    On a small machine the server shares the cores with the stages; this shows how much.
+    """
+    import glob
+    import os
+
+    total = 0.0
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(f"{proc}/cmdline", "rb") as f:
+                if b"prefect.server" not in f.read():
+                    continue
+            with open(f"{proc}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def wait_for_server_idle(timeout: float = 20.0, quiet_cpu_s: float = 0.02) -> None:
+    """Wait until the local Prefect server has used less than `quiet_cpu_s` CPU in half a second."""
+    deadline = time.monotonic() + timeout
+    last = prefect_server_cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = prefect_server_cpu_seconds()
+        if now - last < quiet_cpu_s:
+            return
+        last = now
