@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import BaseModel
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from scripts.demo_grammar import generate, read_tsv
+from scripts.train_mt import warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -59,7 +59,7 @@ def run_training(model: torch.nn.Module, loss_of_batch: Callable[[random.Random]
         return min(1.0, max(step / s.max_steps, (time.time() - t0) / (60 * s.max_minutes)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: min((step + 1) / s.warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * progress(step)))))
+        opt, lambda step: warmup_cosine(step, progress(step), s.warmup))
     model.train()
     step, loss = 0, torch.tensor(float("nan"))
     while progress(step) < 1.0:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from pydantic import BaseModel
 
 from scripts.demo_grammar import generate
-from scripts.train_mt import MTSize, MTTrainConfig, build_model
+from scripts.train_mt import MTSize, MTTrainConfig, build_model, warmup_cosine
 from stages.moe.config import MoEConfig
 from stages.moe.marian import convert_marian_to_moe, layer_stats, load_moe_marian, moe_aux_loss, save_moe_marian
 
@@ -89,7 +88,7 @@ def moe_config(run: Run, budget: Budget) -> MoEConfig:
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """train_mt's schedule: linear warmup, cosine from 1 down to 0.02 over `total` steps."""
-    return min((step + 1) / warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total))))
+    return warmup_cosine(step, min(1.0, step / total), warmup)
 
 
 def batches(budget: Budget) -> list[list[tuple[str, str]]]:

@@ -129,6 +129,11 @@ def mark_float32(out_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def warmup_cosine(step: int, done: float, warmup: int) -> float:
+    """LR factor: linear warmup over `warmup` steps, then cosine from 1 to 0.02 as `done` goes 0 → 1."""
+    return min((step + 1) / warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * done)))
+
+
 def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None,
              loss_fn: Callable | None = None) -> dict:
     """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings.
@@ -165,7 +170,7 @@ def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] 
         return min(1.0, max(s / total, (time.time() - t0) / (60 * cfg.max_minutes)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / cfg.warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * progress(s)))))
+        opt, lambda s: warmup_cosine(s, progress(s), cfg.warmup))
     history, step, order = [], 0, []
     model.train()
     while progress(step) < 1.0:
