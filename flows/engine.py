@@ -33,15 +33,16 @@ def run_stage_batch(root: str, node: str, index: int, upstream: dict[str, str]) 
 
     rows: dict[str, dict] = {}
     valid: list[tuple[str, object, dict]] = []
+    assemble, validate = pipe.input_assembler(node), stage.Input.model_validate
     for item_id in job.batches[index]:
-        item = job.items[item_id]
-        failed_up = [u for u, recs in upstream_rows.items() if "output" not in recs.get(item_id, {})]
+        outputs = {u: recs.get(item_id, {}).get("output") for u, recs in upstream_rows.items()}
+        failed_up = next((u for u, output in outputs.items() if output is None), None)
         if failed_up:
-            rows[item_id] = {"id": item_id, "skipped": failed_up[0]}
+            rows[item_id] = {"id": item_id, "skipped": failed_up}
             continue
-        record = pipe.node_input(node, item, {u: recs[item_id]["output"] for u, recs in upstream_rows.items()})
+        record = assemble(job.items[item_id], outputs)
         try:
-            valid.append((item_id, stage.Input.model_validate(record), record))
+            valid.append((item_id, validate(record), record))
         except ValidationError as exc:
             msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             rows[item_id] = {"id": item_id, "error": ItemError(
@@ -50,8 +51,9 @@ def run_stage_batch(root: str, node: str, index: int, upstream: dict[str, str]) 
     digests = {i: job.items[i].get("_digests", {}) for i, _, _ in valid}
     key = batch_key(stage.fingerprint(), [(i, rec, digests[i]) for i, _, rec in valid] +
                     [(i, r.get("skipped") or r.get("error")) for i, r in rows.items()])
-    if store.has_batch(node, key):
-        return _summary(key, store.read_batch(node, key), cached=True, seconds=0.0)
+    stored = store.stored_batch(node, key, job.batches[index])
+    if stored is not None:
+        return _summary(key, stored, cached=True, seconds=0.0)
 
     start = time.perf_counter()
     if valid:

@@ -216,16 +216,23 @@ class Pipeline:
 
     def node_input(self, name: str, item: dict, outputs: dict[str, dict]) -> dict:
         """Assemble one node's input record for an item from the item and upstream outputs."""
+        return self.input_assembler(name)(item, outputs)
+
+    def input_assembler(self, name: str):
+        """`node_input` for one node with the wiring looked up once: call it per item of a batch."""
         node = self.nodes[name]
-        if not node.upstream:
-            record = {f: item[f] for f in node.stage.Input.model_fields if f in item}
-        else:
-            record = {}
-        for dst_field, (src, src_field) in node.bindings.items():
-            source = item if src == INPUT else outputs[src]
-            if src_field in source:
-                record[dst_field] = source[src_field]
-        return record
+        own = list(node.stage.Input.model_fields) if not node.upstream else []  # a root reads the item
+        bindings = list(node.bindings.items())
+
+        def assemble(item: dict, outputs: dict[str, dict]) -> dict:
+            record = {f: item[f] for f in own if f in item}
+            for dst_field, (src, src_field) in bindings:
+                source = item if src == INPUT else outputs[src]
+                if src_field in source:
+                    record[dst_field] = source[src_field]
+            return record
+
+        return assemble
 
     def describe(self) -> str:
         lines = [f"pipeline {self.name}"]

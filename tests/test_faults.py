@@ -70,7 +70,7 @@ def test_a_write_killed_midway_leaves_no_visible_partial_file(tmp_path):
     script = _KILLED_WRITE.format(root=str(ROOT), job=str(tmp_path / "job"))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()
-    assert not store.has_batch("up", "k")  # a rerun recomputes it instead of reading half a file
+    assert store.stored_batch("up", "k", ["a"] * 1000) is None  # a rerun recomputes it, never reads half
     assert list((tmp_path / "job" / "stages" / "up").glob("*.jsonl")) == []
 
     store.write_batch("up", "k", [{"id": "a", "output": {"text": "OLD"}}])

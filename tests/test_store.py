@@ -31,3 +31,43 @@ def test_the_cache_forgets_the_oldest_batches_beyond_its_row_budget():
         cache.put(("root", "n", f"k{i}"), [{"id": j} for j in range(2)])
     assert cache.rows <= 5
     assert cache.get(("root", "n", "k0")) is None and cache.get(("root", "n", "k3")) is not None
+
+
+def test_jsonl_round_trips_what_the_fast_encoder_refuses(tmp_path):
+    st = RunStore(str(tmp_path))
+    rows = [{"id": "é", "output": {"n": 2**70, "z": [1.5, None]}}, {"id": "b", "output": {"text": "ü"}}]
+    st.write_jsonl("a.jsonl", rows)  # 2**70 is beyond orjson: the json fallback writes the file
+    assert st.read_jsonl("a.jsonl") == rows
+    st.write_jsonl("b.jsonl", rows[1:])
+    assert (tmp_path / "b.jsonl").read_text(encoding="utf-8") == '{"id":"b","output":{"text":"ü"}}\n'
+
+
+def test_jsonl_reads_nan_lines_that_json_wrote(tmp_path):
+    (tmp_path / "old.jsonl").write_text('{"id": "a", "output": {"score": NaN}}\n{"id": "b"}\n')
+    rows = RunStore(str(tmp_path)).read_jsonl("old.jsonl")
+    assert rows[0]["output"]["score"] != rows[0]["output"]["score"] and rows[1] == {"id": "b"}
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    st = RunStore(str(tmp_path))
+    for i in range(3):
+        st.write_json("deep/er/s.json", {"i": i})
+    assert st.read_json("deep/er/s.json") == {"i": 2}
+    assert sorted(p.name for p in (tmp_path / "deep" / "er").iterdir()) == ["s.json"]
+
+
+def test_a_stored_batch_counts_only_when_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "_recent", _RecentBatches())  # read from disk, as a new process would
+    st = RunStore(str(tmp_path))
+    rows = [{"id": "a", "output": {"text": "x"}}, {"id": "b", "error": {"kind": "k"}}]
+    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(AssertionError("fsync")))
+    st.write_batch("mt", "k1", rows)  # batch files skip the fsync: readers check them instead
+    monkeypatch.setattr(store_mod, "_recent", _RecentBatches())
+    assert st.stored_batch("mt", "k1", ["a", "b"]) == rows
+    assert st.stored_batch("mt", "k1", ["a", "b", "c"]) is None  # not the batch asked for
+    assert st.stored_batch("mt", "nope", ["a"]) is None
+    path = tmp_path / st.batch_rel("mt", "k2")
+    for damaged in [b"", b'{"id": "a", "output": {"text": "x"}}\n', b'{"id": "a", "outp']:  # after a power cut
+        path.write_bytes(damaged)
+        monkeypatch.setattr(store_mod, "_recent", _RecentBatches())
+        assert st.stored_batch("mt", "k2", ["a", "b"]) is None
