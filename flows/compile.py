@@ -92,7 +92,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
             fut.wait()  # sets the final state locally; `.state` alone would ask the API
             state = fut.state
             if state.is_completed():
-                runs[node][i] = fut.result()
+                runs[node][i] = _completed_result(fut)
                 for d in downstream[node]:  # a batch whose upstream failed is never submitted
                     if all(runs[u][i] is not None for u in pipe.nodes[d].upstream):
                         submit(d, i)
@@ -169,6 +169,11 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
     pipeline.validate()
     preflight.check(pipeline)  # e.g. a missing model path: one usage error, not N item errors
+    if runner == "local":
+        # Each stage runs one batch at a time per process (flows/engine.py), so threads beyond the number
+        # of stages would only prepare next batches; on Python-heavy stages they cost more in GIL
+        # contention than they save (benchmarks/bench_load.py: 1.16 with 2 threads, 1.02 with 1).
+        workers = min(workers, len(pipeline.nodes))
     task_runner = make_task_runner(runner, workers, ray_address)  # fail on a bad runner before any work
     if gpu_limit:
         from flows.server import check_gpu_limit
@@ -188,20 +193,42 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     return JobResult(root, summary)
 
 
+def _completed_result(fut) -> dict:
+    """A finished task's return value, read from its final state in memory.
+
+    `fut.result()` would route the same read through Prefect's event-loop
+    thread, a few milliseconds per task on the flow's critical path.
+    """
+    from prefect.results import ResultRecord
+
+    data = fut.state.data
+    return data.result if isinstance(data, ResultRecord) else fut.result()
+
+
+_quiet_settings: dict[int, tuple] = {}  # id(settings) -> (settings, the same without heartbeats)
+
+
 def _no_heartbeats_without_a_server():
     """Heartbeats let a long-lived server spot crashed runs; the temporary one dies with us.
 
     Prefect's heartbeat thread sleeps in 1 s steps, so joining it costs up to a
     second at the end of every job: skip it when there is no real server.
+    Building the changed settings costs ~0.1 s, so it is done once per settings object.
     """
     import contextlib
     import os
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
     if os.environ.get("PREFECT_API_URL"):
         return contextlib.nullcontext()
-    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    ctx = get_settings_context()
+    base, quiet = _quiet_settings.get(id(ctx.settings), (None, None))
+    if base is not ctx.settings:
+        quiet = ctx.settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+        _quiet_settings[id(ctx.settings)] = (ctx.settings, quiet)
+    return SettingsContext(profile=ctx.profile, settings=quiet)
 
 
 def _failure_message(state) -> str:

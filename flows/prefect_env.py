@@ -31,6 +31,12 @@ DEFAULTS = {
 EMBEDDED_SERVER = {
     "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
     "PREFECT_SERVER_EVENTS_STREAM_OUT_ENABLED": "false",
+    # Storing every event (three per task run) was half the server's CPU, and only automations and
+    # the event feed read them. Task runs, their states, logs and artifacts are still recorded.
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    # Its uvicorn reads UVICORN_* options: events cross loopback, so compressing them (per-message
+    # deflate, on for websockets by default) only costs CPU on both ends.
+    "UVICORN_WS_PER_MESSAGE_DEFLATE": "false",
 }
 
 

@@ -114,3 +114,24 @@ def test_failed_upstream_batch_skips_downstream_without_hanging(tmp_path):
     assert result.exit_code == 3 and result.outputs == []
     assert {(e["stage"], e["kind"]) for e in result.errors} == {("flaky", "batch_failed")}
     assert result.summary["stages"]["split"]["ok"] == 0
+
+
+def test_local_threads_are_capped_at_one_per_stage(tmp_path, monkeypatch):
+    import threading
+
+    from flows import compile as compile_mod
+    from flows.engine import run_stage_batch
+
+    threads: dict[str, set] = {}
+
+    def recording(root, node, index, upstream):
+        threads.setdefault(node, set()).add(threading.get_ident())
+        return run_stage_batch(root, node, index, upstream)
+
+    monkeypatch.setattr(compile_mod, "run_stage_batch", recording)
+    items = [{"id": f"t{i}", "text": f"text {i}"} for i in range(24)]
+    assert run(Pipeline.chain(Upper()), items, out=str(tmp_path), job_id="one", batch_size=2, workers=4).exit_code == 0
+    assert len(threads.pop("upper")) == 1  # one stage: one thread, however many workers were asked for
+    assert run(Upper(sleep=0.02) >> Split(), items, out=str(tmp_path), job_id="two", batch_size=2,
+               workers=4).exit_code == 0
+    assert len(threads["upper"] | threads["split"]) == 2  # two stages: two threads, so they overlap
