@@ -3,9 +3,11 @@
     python -m benchmarks.bench_load [--items 10000] [--batch-size 200] [--workers 2]
 
 Same stage, same micro-batches, same results (checked). Loop and flow runs
-alternate (loop, flow, loop, flow, loop) and medians are compared, so
-background load hits both sides alike; CPU time of this process is shown too
-(it is steadier than wall time on a busy machine, but leaves out the server).
+alternate (loop, flow, loop, ..., loop) and each flow is compared with the
+mean of the loops around it (benchmarks.common.paired_ratios; the median is
+reported), so drifting background load hits both sides alike. The flow runs
+with the CLI's default of 2 workers, which a one-stage pipeline turns into
+one thread (flows/compile.py). CPU time of this process is shown too.
 Memory: resident set size sampled every 20 ms while the flows run, against
 the size before the first flow. The server start and imports are warmed up
 first. torch runs one intra-op thread by default, so the loop (main thread)
@@ -30,7 +32,7 @@ import time
 import torch
 
 import flows  # noqa: F401  (Prefect defaults)
-from benchmarks.common import Vector, print_json_line, print_table, wait_for_server_idle
+from benchmarks.common import Vector, paired_ratios, print_json_line, print_table, wait_for_server_idle
 from pipelines.graph import Pipeline
 from stages.base import Stage, StageConfig
 from stages.payloads import Text
@@ -106,7 +108,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     ap.add_argument("--tokens", type=int, default=16, help="pseudo-token vectors per item")
     ap.add_argument("--layers", type=int, default=32, help="work per item: MLP depth (small activations)")
-    ap.add_argument("--repeats", type=int, default=2, help="flow runs, each between two loop runs")
+    ap.add_argument("--repeats", type=int, default=3, help="flow runs, each between two loop runs")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="intra-op threads; 1 keeps the loop (main thread) and the flow (worker threads) alike")
     args = ap.parse_args()
@@ -151,25 +153,28 @@ def main() -> None:
         rss_after = rss_mb()
     t_loop, c_loop, s_loop = (statistics.median(x) for x in zip(*loops))
     t_flow, c_flow = (statistics.median(x) for x in zip(*flows_))
+    ratios = paired_ratios([w for w, _, _ in loops], [w for w, _ in flows_])
     n = len(batches)
     print_table(f"Load: {args.items} items, {n} micro-batches of {args.batch_size}, {args.workers} workers, "
                 f"torch threads {args.torch_threads}",
-                ["way", "runs", "wall s (median)", "CPU s of this process", "ms / batch"],
-                [["bare loop", len(loops), t_loop, c_loop, 1000 * t_loop / n],
-                 ["Prefect flow", len(flows_), t_flow, c_flow, 1000 * t_flow / n]])
+                ["way", "runs", "wall s (median)", "CPU s of this process", "ms / batch", "flow / loop, paired"],
+                [["bare loop", len(loops), t_loop, c_loop, 1000 * t_loop / n, ""],
+                 ["Prefect flow", len(flows_), t_flow, c_flow, 1000 * t_flow / n,
+                  f"{statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})"]])
     secs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     print(f"loop walls: {secs(w for w, _, _ in loops)} s (stage compute {secs(b for _, _, b in loops)} s); "
           f"flow walls: {secs(w for w, _ in flows_)} s (stage compute {secs(in_tasks)} s)")
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RSS: {rss_before:.0f} MB before the flows, peaks {', '.join(f'{p:.0f}' for p in peaks)} MB, "
           f"{rss_after:.0f} MB after; max RSS of the process {max_rss:.0f} MB")
-    print_json_line({"load_overhead_ratio": round(t_flow / t_loop, 4),
+    print_json_line({"load_overhead_ratio": round(statistics.median(ratios), 4),
                      "rss_growth_mb": round(max(peaks) - rss_before, 1),
                      "cpu_overhead_ratio": round(c_flow / c_loop, 4), "items": args.items, "batches": n,
                      "loop_s": round(t_loop, 3), "flow_s": round(t_flow, 3),
                      "stage_s_loop": round(s_loop, 3), "stage_s_flow": round(statistics.median(in_tasks), 3),
                      "outside_stage_s_flow": round(t_flow - statistics.median(in_tasks), 3),
-                     "overhead_ms_per_batch": round(1000 * (t_flow - t_loop) / n, 1)})
+                     "overhead_ms_per_batch": round(1000 * (t_flow - t_loop) / n, 1),
+                     "ratio_of_medians": round(t_flow / t_loop, 4)})
 
 
 if __name__ == "__main__":

@@ -146,3 +146,15 @@ def wait_for_server_idle(timeout: float = 20.0, quiet_cpu_s: float = 0.02) -> No
         if now - last < quiet_cpu_s:
             return
         last = now
+
+
+def paired_ratios(loops: list[float], flows: list[float]) -> list[float]:
+    """Each flow's time over the mean of the loop runs just before and after it.
+
+    Runs alternate loop, flow, loop, ..., loop (one more loop than flows). On a
+    shared machine the speed drifts by several per cent within minutes; pairing
+    each flow with its neighbours cancels the drift that medians of whole
+    columns keep.
+    """
+    assert len(loops) == len(flows) + 1, "alternate: loop, flow, loop, ..., loop"
+    return [f / ((loops[i] + loops[i + 1]) / 2) for i, f in enumerate(flows)]
