@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.graph import Pipeline
 from flows.engine import run_stage_batch
-from flows.job import load_job, write_job
+from flows.job import forget_job, load_job, write_job
 from flows import preflight
 from flows.manifest import read_inputs, validate_items
 from flows.results import collect
@@ -188,8 +188,11 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
     write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
-    with _no_heartbeats_without_a_server():
-        summary = flow_run(root, show_progress, gpu_limit)
+    try:
+        with _no_heartbeats_without_a_server():
+            summary = flow_run(root, show_progress, gpu_limit)
+    finally:
+        forget_job(root)  # everything is in the job folder now
     return JobResult(root, summary)
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from pipelines.graph import Metric, Pipeline
 from stages.base import ItemError, stage_from_spec
-from flows.store import RunStore
+from flows.store import RunStore, forget_batches
 
 JOB_FILE = "job.json"
 MANIFEST = "manifest.jsonl"
@@ -76,6 +76,18 @@ _live: dict[str, Job] = {}
 
 
 _run_tokens: dict[str, str] = {}
+
+
+def forget_job(root: str) -> None:
+    """Drop a finished job from this process: its items and cached batch rows.
+
+    A long-lived process (a notebook, a scheduler, a benchmark) runs job after
+    job; keeping each one's rows would grow memory and make every full
+    garbage collection walk them. The job folder keeps everything.
+    """
+    with _load_lock:
+        _live.pop(root, None)
+    forget_batches(RunStore(root).url)
 
 
 def load_job(root: str, run_token: str = "") -> Job:

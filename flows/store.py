@@ -160,6 +160,11 @@ class _RecentBatches:
                 self._data.move_to_end(key)
             return rows
 
+    def drop_root(self, url: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == url]:
+                self.rows -= len(self._data.pop(key))
+
     def put(self, key: tuple, rows: list[dict]) -> None:
         with self._lock:
             if key in self._data:
@@ -172,6 +177,11 @@ class _RecentBatches:
 
 
 _recent = _RecentBatches()
+
+
+def forget_batches(url: str) -> None:
+    """Drop the cached rows of every batch under the job root `url`."""
+    _recent.drop_root(url)
 
 
 # Temporary names only need to be unique, and uuid4 reads os.urandom, which is slow on some VMs.

@@ -135,3 +135,13 @@ def test_local_threads_are_capped_at_one_per_stage(tmp_path, monkeypatch):
     assert run(Upper(sleep=0.02) >> Split(), items, out=str(tmp_path), job_id="two", batch_size=2,
                workers=4).exit_code == 0
     assert len(threads["upper"] | threads["split"]) == 2  # two stages: two threads, so they overlap
+
+
+def test_a_finished_job_leaves_nothing_in_memory(tmp_path):
+    from flows import job as jobs
+    from flows import store as store_mod
+
+    result = run(Upper() >> Split(), TEXTS, out=str(tmp_path), job_id="gone", batch_size=4)
+    assert result.exit_code == 0 and len(result.outputs) == len(TEXTS)  # read back from the folder
+    assert result.root not in jobs._live
+    assert not [k for k in store_mod._recent._data if k[0] == result.root]

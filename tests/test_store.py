@@ -71,3 +71,12 @@ def test_a_stored_batch_counts_only_when_whole(tmp_path, monkeypatch):
         path.write_bytes(damaged)
         monkeypatch.setattr(store_mod, "_recent", _RecentBatches())
         assert st.stored_batch("mt", "k2", ["a", "b"]) is None
+
+
+def test_forgetting_a_job_drops_only_its_rows():
+    cache = _RecentBatches()
+    cache.put(("/runs/a", "n", "k1"), [{"id": 1}, {"id": 2}])
+    cache.put(("/runs/b", "n", "k1"), [{"id": 3}])
+    cache.drop_root("/runs/a")
+    assert cache.get(("/runs/a", "n", "k1")) is None and cache.get(("/runs/b", "n", "k1")) == [{"id": 3}]
+    assert cache.rows == 1
