@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     ap.add_argument("--tokens", type=int, default=16, help="pseudo-token vectors per item")
     ap.add_argument("--layers", type=int, default=32, help="work per item: MLP depth (small activations)")
-    ap.add_argument("--repeats", type=int, default=3, help="flow runs, each between two loop runs")
+    ap.add_argument("--repeats", type=int, default=5, help="flow runs, each between two loop runs")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="intra-op threads; 1 keeps the loop (main thread) and the flow (worker threads) alike")
     args = ap.parse_args()

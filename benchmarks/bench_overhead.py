@@ -1,7 +1,7 @@
 """Prefect overhead: the same two-stage pipeline over the same micro-batches,
 (a) called in a plain Python loop, (b) run as the compiled Prefect flow (server already up).
 
-    python -m benchmarks.bench_overhead [--items 4096] [--batch-sizes 16,64,256] [--repeats 3]
+    python -m benchmarks.bench_overhead [--items 4096] [--batch-sizes 16,64,256] [--repeats 5]
 
 Runs alternate loop, flow, loop, ..., loop; each flow is compared with the
 mean of the two loops around it (benchmarks.common.paired_ratios) and the
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="16,64,256",
                     help="micro-batch sizes to compare; the last one gives the headline overhead_ratio")
     ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3, help="flow runs per batch size, each between two loops")
+    ap.add_argument("--repeats", type=int, default=5, help="flow runs per batch size, each between two loops")
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     args = ap.parse_args()
     from flows.compile import run
