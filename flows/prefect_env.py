@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import os
 
+from stages import THREAD_ENV_DEFAULTS
+
 DEFAULTS = {
+    **THREAD_ENV_DEFAULTS,  # also for Ray workers, which get DEFAULTS as their environment
     # No network here and no wish to phone home anywhere.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",

@@ -140,3 +140,19 @@ def test_real_server_keeps_automations_that_only_the_embedded_server_drops(monke
     assert env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "200"  # batching stays
     monkeypatch.setattr(prefect_env, "embedded_only", [])  # the user exported it: their choice wins
     assert server_env()[key] == "false"
+
+
+def test_openmp_threads_sleep_while_waiting_unless_the_user_says_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    from flows.prefect_env import DEFAULTS
+
+    probe = "import stages, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, capture_output=True,  # noqa: E731
+                                   text=True, check=True).stdout.strip()
+    assert out(env) == "PASSIVE"
+    assert out({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert DEFAULTS["OMP_WAIT_POLICY"] == "PASSIVE"  # Ray workers get DEFAULTS as their environment
