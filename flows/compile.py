@@ -172,7 +172,8 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     if runner == "local":
         # Each stage runs one batch at a time per process (flows/engine.py), so threads beyond the number
         # of stages would only prepare next batches; on Python-heavy stages they cost more in GIL
-        # contention than they save (benchmarks/bench_load.py: 1.16 with 2 threads, 1.02 with 1).
+        # contention than they save (benchmarks/bench_load.py measured 1.16 with 2 threads, 1.02 with 1,
+        # before this cap; `--workers 1` vs 2 on a two-stage bench_overhead shows the overlap's gain).
         workers = min(workers, len(pipeline.nodes))
     task_runner = make_task_runner(runner, workers, ray_address)  # fail on a bad runner before any work
     if gpu_limit:

@@ -100,7 +100,8 @@ class RunStore:
             return json.loads(f.read().decode())
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        # fsspec's local exists() resolves the path first; a plain stat is enough and is on the per-batch path
+        return os.path.exists(self.path(rel)) if self._local else self.fs.exists(self.path(rel))
 
     # -- stage batches --------------------------------------------------
     def batch_rel(self, node: str, key: str) -> str:
@@ -112,16 +113,13 @@ class RunStore:
         Batch files are written without fsync (a few ms per batch), so after a power cut one may be
         empty or cut short: such a file counts as missing, never as a result.
         """
-        if (self.url, node, key) not in _recent and not self._exists_fast(self.batch_rel(node, key)):
+        if (self.url, node, key) not in _recent and not self.exists(self.batch_rel(node, key)):
             return None
         try:
             rows = self.read_batch(node, key)
         except (OSError, ValueError):  # unreadable or not JSON (orjson's and json's errors are ValueErrors)
             return None
         return rows if [r.get("id") for r in rows] == ids else None
-
-    def _exists_fast(self, rel: str) -> bool:
-        return os.path.exists(self.path(rel)) if self._local else self.exists(rel)
 
     def write_batch(self, node: str, key: str, rows: list[dict]) -> None:
         self.write_jsonl(self.batch_rel(node, key), rows, durable=False)  # readers check: stored_batch

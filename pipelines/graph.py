@@ -214,12 +214,8 @@ class Pipeline:
                 raise WiringError(f"metric {m.name}: {m.node}.{m.field} is not an output of this pipeline")
         return self
 
-    def node_input(self, name: str, item: dict, outputs: dict[str, dict]) -> dict:
-        """Assemble one node's input record for an item from the item and upstream outputs."""
-        return self.input_assembler(name)(item, outputs)
-
     def input_assembler(self, name: str):
-        """`node_input` for one node with the wiring looked up once: call it per item of a batch."""
+        """A function (item, upstream outputs) -> one node's input record, with the wiring looked up once."""
         node = self.nodes[name]
         own = list(node.stage.Input.model_fields) if not node.upstream else []  # a root reads the item
         bindings = list(node.bindings.items())
