@@ -1,13 +1,16 @@
 """Prefect overhead: the same two-stage pipeline over the same micro-batches,
 (a) called in a plain Python loop, (b) run as the compiled Prefect flow (server already up).
 
-    python -m benchmarks.bench_overhead [--items 4096] [--batch-sizes 16,64,256] [--repeats 5]
+    python -m benchmarks.bench_overhead [--items 4096] [--batch-sizes 16,64,256] [--repeats 7]
 
 Runs alternate loop, flow, loop, ..., loop; each flow is compared with the
 mean of the two loops around it (benchmarks.common.paired_ratios) and the
-median of those ratios is reported. The flow runs with the CLI's default of
-2 workers (at most one thread per stage, so the two stages overlap) and
-writes every batch to the run store; the loop does neither. torch uses its
+median of those ratios is reported. Every run starts after a full garbage
+collection (outside its timing), so no run pays for garbage the one before
+left. The flow runs with the CLI's default of 2 workers (at most one thread
+per stage, so the two stages overlap) and writes every batch to the run
+store; the loop does neither. The loop runs in a fresh thread, as the flow's
+stages do (benchmarks.common.in_fresh_thread says why). torch uses its
 default intra-op threads (all cores) on both sides, so every bit of
 orchestration CPU, the Prefect server's included, comes out of the compute.
 Prints a table and, last, {"overhead_ratio": ...} for the largest batch size,
@@ -17,13 +20,14 @@ Goal: ≤ 1.05.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
 
 import flows  # noqa: F401  (Prefect defaults)
-from benchmarks.common import (MatmulFeatures, VectorNorm, paired_ratios, prefect_server_cpu_seconds,
-                               print_json_line, print_table, wait_for_server_idle)
+from benchmarks.common import (MatmulFeatures, VectorNorm, in_fresh_thread, paired_ratios,
+                               prefect_server_cpu_seconds, print_json_line, print_table, wait_for_server_idle)
 from pipelines.graph import Pipeline
 
 
@@ -33,7 +37,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="16,64,256",
                     help="micro-batch sizes to compare; the last one gives the headline overhead_ratio")
     ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5, help="flow runs per batch size, each between two loops")
+    ap.add_argument("--repeats", type=int, default=7, help="flow runs per batch size, each between two loops")
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     args = ap.parse_args()
     from flows.compile import run
@@ -60,16 +64,18 @@ def main() -> None:
 
             through_prefect(f"warmup{batch_size}")  # starts the server and warms imports: not timed
             wait_for_server_idle()
-            ref = plain_loop()
+            ref = in_fresh_thread(plain_loop)
             loops, flows_, server_cpu = [], [], []
 
             def timed_loop():
+                gc.collect()  # no run pays for garbage left by the one before (outside the timing)
                 start = time.perf_counter()
-                assert plain_loop() == ref
+                assert in_fresh_thread(plain_loop) == ref  # the flow's stages run in worker threads too
                 loops.append(time.perf_counter() - start)
 
             timed_loop()
             for r in range(args.repeats):
+                gc.collect()
                 before, start = prefect_server_cpu_seconds(), time.perf_counter()
                 got = through_prefect(f"b{batch_size}-timed{r}")
                 flows_.append(time.perf_counter() - start)
