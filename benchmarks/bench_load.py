@@ -1,17 +1,24 @@
 """Load: a 10 000-item job through a tiny tensor stage, as a bare loop and as the Prefect flow.
 
-    python -m benchmarks.bench_load [--items 10000] [--batch-size 200] [--workers 2]
+    python -m benchmarks.bench_load [--items 10000] [--batch-sizes 200,1000] [--repeats 7] [--workers 2]
 
-Same stage, same micro-batches, same results (checked). Loop and flow runs
-alternate (loop, flow, loop, ..., loop) and each flow is compared with the
-mean of the loops around it (benchmarks.common.paired_ratios; the median is
-reported), so drifting background load hits both sides alike. The flow runs
-with the CLI's default of 2 workers, which a one-stage pipeline turns into
-one thread (flows/compile.py). CPU time of this process is shown too.
-Memory: resident set size sampled every 20 ms while the flows run, against
-the size before the first flow. The server start and imports are warmed up
-first. torch runs one intra-op thread by default, so the loop (main thread)
-and the flow (worker threads) compute alike.
+Same stage, same micro-batches, same results (checked), at each batch size:
+~0.22 s of compute per batch at 200 items (50 tasks), ~1.1 s at 1000 (10
+tasks, the size README's "Sizing batches" advises; the headline figure).
+Loop and flow runs alternate (loop, flow, loop, ..., loop) and each flow is
+compared with the mean of the loops around it (benchmarks.common.paired_ratios;
+the median is reported), so drifting background load hits both sides alike.
+Every run starts after a full garbage collection (outside its timing), so no
+run pays for garbage the one before left. The flow runs with the CLI's
+default of 2 workers, which a one-stage pipeline turns into one thread
+(flows/compile.py). CPU time of this process is shown too.
+Memory: resident set size sampled every 20 ms during every run (loops too,
+so the sampler costs both sides alike); the peaks of the flows and, beside
+them, of the loops (the stage's own activations) against the size before
+the first run. The server start and imports are warmed up first.
+The loop runs in a fresh thread, as the flow's stage does
+(benchmarks.common.in_fresh_thread says why), and torch runs one intra-op
+thread by default, so both sides compute alike.
 The stage times its own `process` calls, which splits the flow's extra time
 into orchestration (outside the stage) and a slower stage (contention for
 the cores with the Prefect server and the orchestration thread).
@@ -21,6 +28,7 @@ Goals: ratio ≤ 1.05; RSS growth bounded (tens of MB, not growing with the item
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import os
 import resource
@@ -32,7 +40,7 @@ import time
 import torch
 
 import flows  # noqa: F401  (Prefect defaults)
-from benchmarks.common import Vector, paired_ratios, print_json_line, print_table, wait_for_server_idle
+from benchmarks.common import Vector, in_fresh_thread, paired_ratios, print_json_line, print_table, wait_for_server_idle
 from pipelines.graph import Pipeline
 from stages.base import Stage, StageConfig
 from stages.payloads import Text
@@ -104,77 +112,100 @@ class PeakRss:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
-    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--batch-sizes", default="200,1000",
+                    help="micro-batch sizes to compare; the last one gives the headline load_overhead_ratio")
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     ap.add_argument("--tokens", type=int, default=16, help="pseudo-token vectors per item")
     ap.add_argument("--layers", type=int, default=32, help="work per item: MLP depth (small activations)")
-    ap.add_argument("--repeats", type=int, default=5, help="flow runs, each between two loop runs")
+    ap.add_argument("--repeats", type=int, default=7, help="flow runs per batch size, each between two loop runs")
     ap.add_argument("--torch-threads", type=int, default=1,
-                    help="intra-op threads; 1 keeps the loop (main thread) and the flow (worker threads) alike")
+                    help="intra-op threads; 1 keeps the loop and the flow's single stage thread alike")
     args = ap.parse_args()
     from flows.compile import run
 
     torch.set_num_threads(args.torch_threads)
-
     stage = TinyEncoder(tokens=args.tokens, layers=args.layers)
     items = [{"id": f"i{i}", "text": f"load item number {i}"} for i in range(args.items)]
-    batches = [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
-
-    def bare_loop() -> tuple[float, float, float, list]:
-        wall, cpu, busy, outs = time.perf_counter(), time.process_time(), stage.busy, []
-        for batch in batches:
-            outs += [o.values for o in stage.run_batch([Text(text=it["text"]) for it in batch])]
-        return time.perf_counter() - wall, time.process_time() - cpu, stage.busy - busy, outs
-
-    loops, flows_, peaks, in_tasks = [], [], [], []
+    pipe = Pipeline.chain(stage, name="load")
+    rows, figures, notes, peaks, loop_peaks = [], {}, [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = Pipeline.chain(stage, name="load")
-        run(pipe, items[: 2 * args.batch_size], out=tmp, job_id="warmup", batch_size=args.batch_size,
+        run(pipe, items[:400], out=tmp, job_id="warmup", batch_size=200,
             workers=args.workers)  # starts the server, warms imports and the stage: not timed
         wait_for_server_idle()
-        *loop, ref = bare_loop()
-        loops.append(loop)
         rss_before = rss_mb()
-        for r in range(args.repeats):  # loop, flow, loop, flow, ... loop: background load hits both alike
-            busy_before = stage.busy
-            with PeakRss() as mem:
-                wall, cpu = time.perf_counter(), time.process_time()
-                result = run(pipe, items, out=tmp, job_id=f"load{r}", batch_size=args.batch_size,
-                             workers=args.workers)
-                flows_.append((time.perf_counter() - wall, time.process_time() - cpu))
-            in_tasks.append(stage.busy - busy_before)
-            wait_for_server_idle()  # the server's batched event writes must not land in the next loop
-            peaks.append(mem.peak)
-            assert result.exit_code == 0 and [o["tiny_encoder"]["values"] for o in result.outputs] == ref, \
-                "the flow must compute exactly what the loop computes"
-            del result
-            *loop, _ = bare_loop()
-            loops.append(loop)
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+            def bare_loop() -> tuple[float, float, float, list]:
+                gc.collect()  # no run pays for garbage left by the one before (outside the timing)
+                with PeakRss() as mem:  # sampled on both sides alike
+                    wall, cpu, busy, outs = time.perf_counter(), time.process_time(), stage.busy, []
+                    for batch in batches:
+                        outs += [o.values for o in stage.run_batch([Text(text=it["text"]) for it in batch])]
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                loop_peaks.append(mem.peak)
+                return wall, cpu, stage.busy - busy, outs
+
+            def flow(job_id: str) -> tuple[float, float, float]:
+                gc.collect()
+                busy = stage.busy
+                with PeakRss() as mem:
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    result = run(pipe, items, out=tmp, job_id=job_id, batch_size=batch_size, workers=args.workers)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                peaks.append(mem.peak)
+                assert result.exit_code == 0 and [o["tiny_encoder"]["values"] for o in result.outputs] == ref, \
+                    "the flow must compute exactly what the loop computes"
+                wait_for_server_idle()  # the server's batched event writes must not land in the next loop
+                return wall, cpu, stage.busy - busy
+
+            *loop, ref = in_fresh_thread(bare_loop)  # the flow computes in a worker thread too
+            loops, flows_ = [loop], []
+            for r in range(args.repeats):  # loop, flow, loop, flow, ... loop: background load hits both alike
+                flows_.append(flow(f"load-b{batch_size}-{r}"))
+                loops.append(in_fresh_thread(bare_loop)[:3])
+            row, size_figures, note = _summarise(batch_size, len(batches), loops, flows_)
+            rows += row
+            notes.append(note)
+            figures = {**size_figures, **{k: v for k, v in figures.items() if k.startswith("ratio_b")},
+                       f"ratio_b{batch_size}": size_figures["load_overhead_ratio"]}
         rss_after = rss_mb()
-    t_loop, c_loop, s_loop = (statistics.median(x) for x in zip(*loops))
-    t_flow, c_flow = (statistics.median(x) for x in zip(*flows_))
-    ratios = paired_ratios([w for w, _, _ in loops], [w for w, _ in flows_])
-    n = len(batches)
-    print_table(f"Load: {args.items} items, {n} micro-batches of {args.batch_size}, {args.workers} workers, "
+    print_table(f"Load: {args.items} items through a tiny stage, {args.workers} workers, "
                 f"torch threads {args.torch_threads}",
-                ["way", "runs", "wall s (median)", "CPU s of this process", "ms / batch", "flow / loop, paired"],
-                [["bare loop", len(loops), t_loop, c_loop, 1000 * t_loop / n, ""],
-                 ["Prefect flow", len(flows_), t_flow, c_flow, 1000 * t_flow / n,
-                  f"{statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})"]])
-    secs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    print(f"loop walls: {secs(w for w, _, _ in loops)} s (stage compute {secs(b for _, _, b in loops)} s); "
-          f"flow walls: {secs(w for w, _ in flows_)} s (stage compute {secs(in_tasks)} s)")
+                ["way", "batches", "runs", "wall s (median)", "CPU s of this process", "ms / batch",
+                 "flow / loop, paired: median (each run)"], rows)
+    for note in notes:
+        print(note)
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"RSS: {rss_before:.0f} MB before the flows, peaks {', '.join(f'{p:.0f}' for p in peaks)} MB, "
-          f"{rss_after:.0f} MB after; max RSS of the process {max_rss:.0f} MB")
-    print_json_line({"load_overhead_ratio": round(statistics.median(ratios), 4),
+    print(f"RSS: {rss_before:.0f} MB before the runs; flow peaks {', '.join(f'{p:.0f}' for p in peaks)} MB; "
+          f"loop peaks {', '.join(f'{p:.0f}' for p in loop_peaks)} MB; {rss_after:.0f} MB after; "
+          f"max RSS of the process {max_rss:.0f} MB")
+    # Growth over the size before the first run; the loop's shows what the stage's own activations take.
+    print_json_line({"load_overhead_ratio": figures.pop("load_overhead_ratio"),
                      "rss_growth_mb": round(max(peaks) - rss_before, 1),
-                     "cpu_overhead_ratio": round(c_flow / c_loop, 4), "items": args.items, "batches": n,
-                     "loop_s": round(t_loop, 3), "flow_s": round(t_flow, 3),
-                     "stage_s_loop": round(s_loop, 3), "stage_s_flow": round(statistics.median(in_tasks), 3),
-                     "outside_stage_s_flow": round(t_flow - statistics.median(in_tasks), 3),
-                     "overhead_ms_per_batch": round(1000 * (t_flow - t_loop) / n, 1),
-                     "ratio_of_medians": round(t_flow / t_loop, 4)})
+                     "loop_rss_growth_mb": round(max(loop_peaks) - rss_before, 1), "items": args.items, **figures})
+
+
+def _summarise(batch_size: int, n: int, loops: list, flows_: list) -> tuple[list, dict, str]:
+    """Table rows, figures and a line of single runs for one batch size."""
+    t_loop, c_loop, s_loop = (statistics.median(x) for x in zip(*loops))
+    t_flow, c_flow, s_flow = (statistics.median(x) for x in zip(*flows_))
+    ratios = paired_ratios([w for w, _, _ in loops], [w for w, _, _ in flows_])
+    rows = [[f"bare loop, batches of {batch_size}", n, len(loops), t_loop, c_loop, 1000 * t_loop / n, ""],
+            [f"Prefect flow, batches of {batch_size}", n, len(flows_), t_flow, c_flow, 1000 * t_flow / n,
+             f"{statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})"]]
+    secs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    note = (f"batches of {batch_size}: loop walls {secs(w for w, _, _ in loops)} s (stage "
+            f"{secs(b for _, _, b in loops)} s); flow walls {secs(w for w, _, _ in flows_)} s (stage "
+            f"{secs(b for _, _, b in flows_)} s)")
+    figures = {"load_overhead_ratio": round(statistics.median(ratios), 4), "batch_size": batch_size, "batches": n,
+               "compute_ms_per_batch": round(1000 * s_loop / n, 1),
+               "cpu_overhead_ratio": round(c_flow / c_loop, 4), "loop_s": round(t_loop, 3), "flow_s": round(t_flow, 3),
+               "stage_s_loop": round(s_loop, 3), "stage_s_flow": round(s_flow, 3),
+               "outside_stage_s_flow": round(t_flow - s_flow, 3),
+               "overhead_ms_per_batch": round(1000 * (t_flow - t_loop) / n, 1),
+               "ratio_of_medians": round(t_flow / t_loop, 4)}
+    return rows, figures, note
 
 
 if __name__ == "__main__":
