@@ -40,6 +40,10 @@ EMBEDDED_SERVER = {
     # Its uvicorn reads UVICORN_* options: events cross loopback, so compressing them (per-message
     # deflate, on for websockets by default) only costs CPU on both ends.
     "UVICORN_WS_PER_MESSAGE_DEFLATE": "false",
+    # The server runs in a subprocess our log filters cannot reach. Stopping it while its task-run
+    # recorder writes a batch logs that cancelled write at ERROR with a traceback (seen after
+    # `make demo`); an API failure that matters reaches the client as an error response anyway.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 
 
@@ -47,11 +51,12 @@ embedded_only: list[str] = []  # EMBEDDED_SERVER keys set by us (not the user): 
 
 
 def apply_defaults() -> None:
+    exported = set(os.environ)  # the user's choices, which always win
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
     if not os.environ.get("PREFECT_API_URL"):
         for key, value in EMBEDDED_SERVER.items():
-            if key not in os.environ:
+            if key not in exported:
                 os.environ[key] = value
                 embedded_only.append(key)
         # The temporary server's shutdown cancels its tasks and logs the

@@ -156,3 +156,19 @@ def test_openmp_threads_sleep_while_waiting_unless_the_user_says_otherwise():
     assert out(env) == "PASSIVE"
     assert out({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
     assert DEFAULTS["OMP_WAIT_POLICY"] == "PASSIVE"  # Ray workers get DEFAULTS as their environment
+
+
+def test_the_temporary_server_logs_only_critical_errors_and_cascade_server_keeps_errors():
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os, flows; from flows.server import server_env; "
+             "print(os.environ['PREFECT_SERVER_LOGGING_LEVEL'], server_env()['PREFECT_SERVER_LOGGING_LEVEL'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_LOGGING_LEVEL", "PREFECT_API_URL")}
+    out = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, capture_output=True,  # noqa: E731
+                                   text=True, check=True).stdout.split()
+    # The temporary server's subprocess inherits CRITICAL (its shutdown noise stays off the console);
+    # `cascade server` is a real server whose errors someone reads.
+    assert out(env) == ["CRITICAL", "ERROR"]
+    assert out({**env, "PREFECT_SERVER_LOGGING_LEVEL": "DEBUG"}) == ["DEBUG", "DEBUG"]  # an exported level wins
