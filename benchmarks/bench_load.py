@@ -17,8 +17,9 @@ so the sampler costs both sides alike); the peaks of the flows and, beside
 them, of the loops (the stage's own activations) against the size before
 the first run. The server start and imports are warmed up first.
 The loop runs in a fresh thread, as the flow's stage does
-(benchmarks.common.in_fresh_thread says why), and torch runs one intra-op
-thread by default, so both sides compute alike.
+(benchmarks.common.in_fresh_thread says why; `--loop-thread main` shows the
+difference, with the loop's page faults printed per run), and torch runs one
+intra-op thread by default, so both sides compute alike.
 The stage times its own `process` calls, which splits the flow's extra time
 into orchestration (outside the stage) and a slower stage (contention for
 the cores with the Prefect server and the orchestration thread).
@@ -118,6 +119,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16, help="pseudo-token vectors per item")
     ap.add_argument("--layers", type=int, default=32, help="work per item: MLP depth (small activations)")
     ap.add_argument("--repeats", type=int, default=7, help="flow runs per batch size, each between two loop runs")
+    ap.add_argument("--loop-thread", choices=["fresh", "main"], default="fresh",
+                    help="where the loop computes: a fresh thread like the flow's stage, or the main thread "
+                         "(shows what glibc's main heap costs it)")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="intra-op threads; 1 keeps the loop and the flow's single stage thread alike")
     args = ap.parse_args()
@@ -127,7 +131,8 @@ def main() -> None:
     stage = TinyEncoder(tokens=args.tokens, layers=args.layers)
     items = [{"id": f"i{i}", "text": f"load item number {i}"} for i in range(args.items)]
     pipe = Pipeline.chain(stage, name="load")
-    rows, figures, notes, peaks, loop_peaks = [], {}, [], [], []
+    in_loop_thread = in_fresh_thread if args.loop_thread == "fresh" else (lambda fn: fn())
+    rows, headline, per_size, notes, peaks, loop_peaks, loop_faults = [], {}, {}, [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         run(pipe, items[:400], out=tmp, job_id="warmup", batch_size=200,
             workers=args.workers)  # starts the server, warms imports and the stage: not timed
@@ -138,12 +143,14 @@ def main() -> None:
 
             def bare_loop() -> tuple[float, float, float, list]:
                 gc.collect()  # no run pays for garbage left by the one before (outside the timing)
+                faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
                 with PeakRss() as mem:  # sampled on both sides alike
                     wall, cpu, busy, outs = time.perf_counter(), time.process_time(), stage.busy, []
                     for batch in batches:
                         outs += [o.values for o in stage.run_batch([Text(text=it["text"]) for it in batch])]
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 loop_peaks.append(mem.peak)
+                loop_faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults)
                 return wall, cpu, stage.busy - busy, outs
 
             def flow(job_id: str) -> tuple[float, float, float]:
@@ -159,19 +166,18 @@ def main() -> None:
                 wait_for_server_idle()  # the server's batched event writes must not land in the next loop
                 return wall, cpu, stage.busy - busy
 
-            *loop, ref = in_fresh_thread(bare_loop)  # the flow computes in a worker thread too
+            *loop, ref = in_loop_thread(bare_loop)  # the flow computes in a worker thread too
             loops, flows_ = [loop], []
             for r in range(args.repeats):  # loop, flow, loop, flow, ... loop: background load hits both alike
                 flows_.append(flow(f"load-b{batch_size}-{r}"))
-                loops.append(in_fresh_thread(bare_loop)[:3])
-            row, size_figures, note = _summarise(batch_size, len(batches), loops, flows_)
+                loops.append(in_loop_thread(bare_loop)[:3])
+            row, headline, note = _summarise(batch_size, len(batches), loops, flows_)
             rows += row
-            notes.append(note)
-            figures = {**size_figures, **{k: v for k, v in figures.items() if k.startswith("ratio_b")},
-                       f"ratio_b{batch_size}": size_figures["load_overhead_ratio"]}
+            notes.append(f"{note}; loop page faults {', '.join(str(f) for f in loop_faults[-len(loops):])}")
+            per_size[f"ratio_b{batch_size}"] = headline["load_overhead_ratio"]
         rss_after = rss_mb()
     print_table(f"Load: {args.items} items through a tiny stage, {args.workers} workers, "
-                f"torch threads {args.torch_threads}",
+                f"torch threads {args.torch_threads}, loop in the {args.loop_thread} thread",
                 ["way", "batches", "runs", "wall s (median)", "CPU s of this process", "ms / batch",
                  "flow / loop, paired: median (each run)"], rows)
     for note in notes:
@@ -181,9 +187,10 @@ def main() -> None:
           f"loop peaks {', '.join(f'{p:.0f}' for p in loop_peaks)} MB; {rss_after:.0f} MB after; "
           f"max RSS of the process {max_rss:.0f} MB")
     # Growth over the size before the first run; the loop's shows what the stage's own activations take.
-    print_json_line({"load_overhead_ratio": figures.pop("load_overhead_ratio"),
+    print_json_line({"load_overhead_ratio": headline.pop("load_overhead_ratio"),
                      "rss_growth_mb": round(max(peaks) - rss_before, 1),
-                     "loop_rss_growth_mb": round(max(loop_peaks) - rss_before, 1), "items": args.items, **figures})
+                     "loop_rss_growth_mb": round(max(loop_peaks) - rss_before, 1), "items": args.items,
+                     **headline, **per_size})
 
 
 def _summarise(batch_size: int, n: int, loops: list, flows_: list) -> tuple[list, dict, str]:

@@ -156,9 +156,10 @@ def in_fresh_thread(fn: Callable[[], T]) -> T:
 
     Comparing a loop in the main thread with a flow in worker threads measured
     glibc, not Prefect: the main thread's heap is trimmed back to the OS more
-    eagerly, so at 16 MB activations (bench_load, batches of 1000) the main
-    thread took 1.27M page faults and 2.2 s of system time per run where a new
-    thread took 0.2-0.5M and 0.4-0.9 s, and the flow came out 7 % faster.
+    eagerly, so at 16 MB activations the main thread's loop page-faults far
+    more and the flow comes out faster than the loop (0.93 here;
+    `python -m benchmarks.bench_load --batch-sizes 1000 --loop-thread main`
+    prints the ratio and the loop's page faults per run).
     """
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(fn).result()
