@@ -34,8 +34,8 @@ def per_item_loop(items, models, beams):
     import torch
     import whisper
 
-    from stages.asr_whisper import window_mel
-    from stages.audio import load_audio, split_windows
+    from stages.asr import window_mel
+    from stages.runtime.audio_decoding import load_audio, split_windows
 
     model, tok, mt = models
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)

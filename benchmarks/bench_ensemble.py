@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import interleaved_medians
-from stages.ensemble import ensemble_generate, load_member
-from stages.ensemble.tiny import build_tokenizer, pseudo_word_corpus, save_tiny_marian
+from stages.methods.ensembling import ensemble_generate, load_member
+from stages.testing.tiny_ensemble import build_tokenizer, pseudo_word_corpus, save_tiny_marian
 
 
 def main() -> None:

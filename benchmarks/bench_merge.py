@@ -123,7 +123,7 @@ def main() -> None:
             f.read_bytes()
         cmds = {
             "ours": [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[3]); "
-                     "from stages.merge import run_merge; run_merge(sys.argv[1], sys.argv[2])",
+                     "from stages.methods.merging import run_merge; run_merge(sys.argv[1], sys.argv[2])",
                      str(cfg), str(work / "out_ours"), str(ROOT)],
             "mergekit": [str(MERGEKIT), str(cfg), str(work / "out_mergekit"), "--no-cuda", "--quiet",
                          "--no-write-model-card", "--copy-tokenizer"],
@@ -152,7 +152,7 @@ def main() -> None:
 def check_close(ours: Path, theirs: Path) -> None:
     """Same tensors; values agree up to half-precision rounding (we accumulate in float32)."""
     sys.path.insert(0, str(ROOT))
-    from stages.merge.checkpoint import Checkpoint
+    from stages.methods.merging.lazy_checkpoint import Checkpoint
 
     with Checkpoint(ours) as a, Checkpoint(theirs) as b:
         assert set(a.names()) == set(b.names()), "different tensor sets"

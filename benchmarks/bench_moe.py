@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.moe import SwiGLU  # noqa: E402
-from stages.moe.hf_interop import moe_from_hf_block  # noqa: E402
+from stages.methods.moe import SwiGLU  # noqa: E402
+from stages.methods.moe.moe_hf import moe_from_hf_block  # noqa: E402
 
 D_MODEL, D_FF, N_EXPERTS, TOP_K = 512, 1024, 8, 2
 TOKENS = (1, 8, 64, 512, 4096)

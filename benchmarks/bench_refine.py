@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import interleaved_medians
-from stages.refine.cmlm import CMLM, CMLMConfig
-from stages.refine.mask_predict import mask_predict
+from stages.methods.refinement.cmlm import CMLM, CMLMConfig
+from stages.methods.refinement.mask_predict_steps import mask_predict
 from stages.self_refine import SelfRefine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ DEV_TSV = ROOT / "assets" / "demo" / "corpus" / "dev.tsv"
 def sources(n: int) -> list[str]:
     if DEV_TSV.exists():
         return [line.split("\t")[0] for line in DEV_TSV.read_text().splitlines()[:n]]
-    from stages.ensemble.tiny import toy_corpus
+    from stages.testing.tiny_ensemble import toy_corpus
 
     return toy_corpus(n)
 
@@ -48,7 +48,7 @@ def mt_model_dir(tmp: str) -> Path:
     """The demo MT model, or (without assets) a random Marian of a similar size."""
     if (DEMO_MT / "config.json").exists():
         return DEMO_MT
-    from stages.ensemble.tiny import build_tokenizer, save_tiny_marian
+    from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian
 
     tok = build_tokenizer("metaspace", 800)
     return save_tiny_marian(Path(tmp) / "mt", tok, d_model=160, layers=3, ffn=640, heads=4)

@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--distill", default=str(DISTILL))
     ap.add_argument("--teacher", default=str(TEACHER))
     args = ap.parse_args()
-    from stages.ensemble import ensemble_generate, load_member
+    from stages.methods.ensembling import ensemble_generate, load_member
 
     torch.set_num_threads(2)
     out, teacher_dir = Path(args.distill), Path(args.teacher)

@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--beams", type=int, default=4)
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
-    from stages.ensemble import (RouterConfig, ensemble_generate, load_member, mbr_select, pool_nbest, rerank,
+    from stages.methods.ensembling import (RouterConfig, ensemble_generate, load_member, mbr_select, pool_nbest, rerank,
                                  routed_generate, train_router)
 
     torch.set_num_threads(2)

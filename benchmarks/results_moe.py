@@ -30,9 +30,9 @@ import torch
 from benchmarks.common import print_json_line, print_table
 from scripts.demo_grammar import read_tsv
 from scripts.train_mt import bleu, translate
-from stages.moe.gating import drop_over_capacity, expert_capacity
-from stages.moe.losses import cv_squared
-from stages.moe.marian import layer_stats, load_moe_marian, moe_modules, param_counts
+from stages.methods.moe.gating import drop_over_capacity, expert_capacity
+from stages.methods.moe.balance_losses import cv_squared
+from stages.methods.moe.moe_marian import layer_stats, load_moe_marian, moe_modules, param_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 MOE_DIR = ROOT / "build/moe"

@@ -77,10 +77,10 @@ def timed(fn):
 
 
 def run_deliberation(args, src: list[str], ref: list[str], mt_drafts: list[str]) -> tuple[list, dict, list[str]]:
-    from stages.deliberation import Deliberate
-    from stages.refine.deliberation import fit_draft
-    from stages.refine.seq2seq import Seq2Seq, Seq2SeqOptions
-    from stages.hf_loading import load_hf
+    from stages.deliberate import Deliberate
+    from stages.methods.refinement.second_pass import fit_draft
+    from stages.methods.refinement.seq2seq_part import Seq2Seq, Seq2SeqOptions
+    from stages.runtime.hf_loading import load_hf
 
     first_dir, second_dir = args.deliberation / "first-pass", args.deliberation / "second-pass"
     weak = Seq2Seq(*load_hf("AutoModelForSeq2SeqLM", str(first_dir), "cpu", "float32"),
@@ -181,8 +181,8 @@ def run_mask_predict(args, src: list[str], ref: list[str], mt) -> tuple[list, di
 
 def calibrate_threshold(mt_dir: str, quantile: float, n: int) -> float:
     """The demo MT's mean token log-prob of dev *references*: a draft scoring like most correct ones is done."""
-    from stages.hf_loading import load_hf
-    from stages.refine.seq2seq import Seq2Seq, Seq2SeqOptions
+    from stages.runtime.hf_loading import load_hf
+    from stages.methods.refinement.seq2seq_part import Seq2Seq, Seq2SeqOptions
 
     dev = read_tsv(DEV_TSV)[:n]
     scorer = Seq2Seq(*load_hf("AutoModelForSeq2SeqLM", mt_dir, "cpu", "float32"), Seq2SeqOptions(batch_size=64))
@@ -191,7 +191,7 @@ def calibrate_threshold(mt_dir: str, quantile: float, n: int) -> float:
 
 
 def run_self_refine(args, src: list[str], ref: list[str]) -> tuple[list, list, dict]:
-    from stages.refine.report import compute_saved, outputs_by_iteration, stopped_at
+    from stages.methods.refinement.refine_report import compute_saved, outputs_by_iteration, stopped_at
     from stages.self_refine import SelfRefine
 
     weak, mt = str(args.deliberation / "first-pass"), str(args.mt)
@@ -302,8 +302,8 @@ def main() -> None:
                            f"checkpoint (assets/models/asr-tiny/model.pt works but has almost no errors to repair)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from stages.hf_loading import load_hf
-    from stages.refine.seq2seq import Seq2Seq, Seq2SeqOptions
+    from stages.runtime.hf_loading import load_hf
+    from stages.methods.refinement.seq2seq_part import Seq2Seq, Seq2SeqOptions
 
     test = read_tsv(TEST_TSV)[: args.sentences]
     src, ref = [e for e, _ in test], [d for _, d in test]

@@ -286,7 +286,7 @@ def merge(
     overwrite: bool = typer.Option(False, help="replace a non-empty OUT_DIR"),
 ) -> None:
     """Merge models (linear, soups, task arithmetic, TIES, DARE, SLERP) as a Prefect flow."""
-    from stages.merge import MergeError, load_merge_config, plan_merge
+    from stages.methods.merging import MergeError, load_merge_config, plan_merge
 
     if not Path(config).exists():
         usage_error(f"merge config not found: {config}")

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 @task(name="merge-tensors", persist_result=False, retries=0)
 def merge_task(config_path: str, out_dir: str, device: str, seed: int | None, overwrite: bool) -> str:
-    from stages.merge import run_merge
+    from stages.methods.merging import run_merge
 
     return str(run_merge(config_path, out_dir, device=device, seed=seed, overwrite=overwrite))
 
@@ -22,7 +22,7 @@ def merge_task(config_path: str, out_dir: str, device: str, seed: int | None, ov
 @flow(name="merge-models", persist_result=False)
 def merge_flow(config_path: str, out_dir: str, device: str = "auto", seed: int | None = None,
                overwrite: bool = False) -> dict:
-    from stages.merge import load_merge_config, plan_merge
+    from stages.methods.merging import load_merge_config, plan_merge
 
     config = load_merge_config(config_path)  # every field checked before any tensor is read
     plan_merge(config)  # every model found, shapes agree: fail before the long part

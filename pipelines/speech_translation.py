@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.graph import Metric, Pipeline
-from stages.asr_whisper import WhisperASR
-from stages.ensemble_translate import EnsembleTranslate
+from stages.asr import WhisperASR
+from stages.ensemble import EnsembleTranslate
 from stages.generate import Generate
 from stages.translate import Translate
 

@@ -1,6 +1,6 @@
 """Training flows for masked LMs on the demo grammar: a CMLM for Mask-Predict, and an English MLM for repair.
 
-    python -m scripts.train_cmlm cmlm --out build/cmlm            # EN->DE CMLM (stages/refine/cmlm.py)
+    python -m scripts.train_cmlm cmlm --out build/cmlm            # EN->DE CMLM (stages/methods/refinement/cmlm.py)
     python -m scripts.train_cmlm mlm --out build/mlm-en           # English BertForMaskedLM (masked diffusion)
     python -m scripts.train_cmlm cmlm --out /tmp/cmlm --max-steps 20 --pairs 500 --dev 20   # a smoke run
 
@@ -120,8 +120,8 @@ def train_cmlm_task(cfg: CMLMTrainConfig) -> dict:
     from transformers import AutoTokenizer
 
     from scripts.train_mt import bleu
-    from stages.refine.cmlm import CMLM, CMLMConfig, save_cmlm
-    from stages.refine.mask_predict import mask_predict
+    from stages.methods.refinement.cmlm import CMLM, CMLMConfig, save_cmlm
+    from stages.methods.refinement.mask_predict_steps import mask_predict
 
     torch.set_num_threads(cfg.schedule.threads)
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer_from)

@@ -1,4 +1,4 @@
-"""Training flow for the deliberation second pass (stages/deliberation.py) on the demo grammar.
+"""Training flow for the deliberation second pass (stages/deliberate.py) on the demo grammar.
 
     python -m scripts.train_deliberation --out build/deliberation
     python -m scripts.train_deliberation --out /tmp/delib --weak-steps 20 --steps 20 --pairs 300 --dev 20  # smoke
@@ -29,7 +29,7 @@ from prefect import flow, task
 from scripts.demo_grammar import generate, read_tsv
 from scripts.train_members import WEAK, fresh_start
 from scripts.train_mt import MTSize, MTTrainConfig, bleu, translate, train_mt
-from stages.refine.deliberation import fit_draft, join_source_draft
+from stages.methods.refinement.second_pass import fit_draft, join_source_draft
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"

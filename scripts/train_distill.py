@@ -75,7 +75,7 @@ def _write_recipe(out_dir: Path, recipe: dict) -> None:
 
 @functools.lru_cache(maxsize=2)
 def _load_members(dirs: tuple[str, ...]):
-    from stages.ensemble import load_member
+    from stages.methods.ensembling import load_member
 
     with LOAD_LOCK:  # transformers' loading is not thread-safe
         return [load_member(d, device="cpu", name=Path(d).name) for d in dirs]
@@ -100,7 +100,7 @@ def train_word_kd(cfg: MTTrainConfig, teacher, pairs: list[tuple[str, str]], alp
     """train_mt (same optimiser, schedule, batch order) with the KD loss instead of plain CE."""
     from transformers import AutoTokenizer
 
-    from stages.ensemble.distill import word_kd_loss
+    from stages.training.word_kd import word_kd_loss
 
     with LOAD_LOCK:
         vocab = AutoTokenizer.from_pretrained(cfg.init_from).get_vocab()
@@ -117,7 +117,7 @@ def train_word_kd(cfg: MTTrainConfig, teacher, pairs: list[tuple[str, str]], alp
 def train_word_student(out: str, teacher: list[str], n_pairs: int, epochs: float, seed: int, threads: int,
                        alpha: float, temperature: float, combiner: str, max_steps: int | None = None,
                        name: str = "word-kd") -> dict:
-    from stages.ensemble.distill import EnsembleTeacher
+    from stages.training.word_kd import EnsembleTeacher
 
     pairs = generate("train", n_pairs, seed=0)
     init = fresh_start(Path(out) / f"init-{seed}", WEAK, seed)
@@ -154,7 +154,7 @@ def decode_chunk(teacher: list[str], sources: list[str], part: str, beams: int, 
     """Beam-decode one chunk of training sources with the ensemble; writes source<TAB>output lines."""
     import torch
 
-    from stages.ensemble import ensemble_generate
+    from stages.methods.ensembling import ensemble_generate
 
     path = Path(part)
     if path.exists():

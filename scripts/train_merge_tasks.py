@@ -16,7 +16,7 @@ Everything is written under build/merge/:
   build/members/ckpt/member-0/checkpoint-300 of the weak checkpoint series, with
   different seeds, learning rates and data.
 * configs/NAME.yml + merged/NAME: every merge, as a mergekit-style YAML config run
-  through `stages.merge.run_merge`; the greedy soup through `stages.merge.greedy_soup`
+  through `stages.methods.merging.run_merge`; the greedy soup through `stages.methods.merging.greedy_soup`
   (ranked and checked on dev BLEU).
 
 The rules and metrics (`to_formal`, `to_emphatic`, `add_trait`, `marker_match_rate`,
@@ -196,7 +196,7 @@ def task_pairs(rule: str | None, trait: bool, n_changed: int, n_plain: int, seed
 
 
 def load(path: Path):
-    from stages.ensemble import load_member
+    from stages.methods.ensembling import load_member
     from scripts.train_mt import LOAD_LOCK
 
     with LOAD_LOCK:
@@ -205,7 +205,7 @@ def load(path: Path):
 
 def decode(members, sources: Sequence[str], beams: int = BEAMS, batch: int = 50) -> list[str]:
     """Beam search with the combined distribution of `members` (one member: plain beam search)."""
-    from stages.ensemble import ensemble_generate
+    from stages.methods.ensembling import ensemble_generate
 
     members = members if isinstance(members, (list, tuple)) else [members]
     out: list[str] = []
@@ -286,7 +286,7 @@ def soup_ingredient(k: int, retrain: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# Merges (YAML configs under build/merge/configs, run through stages.merge)
+# Merges (YAML configs under build/merge/configs, run through stages.methods.merging)
 # ----------------------------------------------------------------------------------------
 
 
@@ -324,7 +324,7 @@ def merge_configs() -> dict[str, dict]:
 def run_one_merge(name: str, config: dict) -> str:
     import yaml
 
-    from stages.merge import run_merge
+    from stages.methods.merging import run_merge
 
     path = OUT / "configs" / f"{name}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ def run_one_merge(name: str, config: dict) -> str:
 def run_greedy_soup() -> dict:
     import shutil
 
-    from stages.merge import greedy_soup
+    from stages.methods.merging import greedy_soup
 
     out = merged_dir("soup_greedy")
     shutil.rmtree(out, ignore_errors=True)

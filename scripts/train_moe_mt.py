@@ -20,7 +20,7 @@ dense-f256 (the same dense start, continued densely).
     python -m scripts.train_moe_mt            # all runs, in order
     python -m scripts.train_moe_mt --runs moe-scratch --steps 200
 
-Each run writes build/moe/<run>/ (see stages.moe.marian.save_moe_marian) and train.json there.
+Each run writes build/moe/<run>/ (see stages.methods.moe.moe_marian.save_moe_marian) and train.json there.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from pydantic import BaseModel
 
 from scripts.demo_grammar import generate
 from scripts.train_mt import MTSize, MTTrainConfig, build_model, warmup_cosine
-from stages.moe.config import MoEConfig
-from stages.moe.marian import convert_marian_to_moe, layer_stats, load_moe_marian, moe_aux_loss, save_moe_marian
+from stages.methods.moe.moe_config import MoEConfig
+from stages.methods.moe.moe_marian import convert_marian_to_moe, layer_stats, load_moe_marian, moe_aux_loss, save_moe_marian
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build/moe"

@@ -15,12 +15,12 @@ from stages.payloads import AudioClip, Generation, Hypothesis, Text, Transcript,
 
 # kind -> "module:Class" for `cascade list`; imported lazily (torch, whisper are slow to import).
 _BUILTIN = {
-    "asr": "stages.asr_whisper:WhisperASR",
+    "asr": "stages.asr:WhisperASR",
     "mt": "stages.translate:Translate",
     "generate": "stages.generate:Generate",
-    "ensemble_mt": "stages.ensemble_translate:EnsembleTranslate",
+    "ensemble_mt": "stages.ensemble:EnsembleTranslate",
     "self_refine": "stages.self_refine:SelfRefine",
-    "deliberate": "stages.deliberation:Deliberate",
+    "deliberate": "stages.deliberate:Deliberate",
     "mask_predict": "stages.mask_predict:MaskPredict",
     "masked_diffusion": "stages.masked_diffusion:MaskedDiffusionRepair",
 }

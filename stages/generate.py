@@ -7,7 +7,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from stages.base import ItemFailure, Stage, StageConfig
-from stages.hf_loading import hf_identity, load_hf
+from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.payloads import Generation
 
 
@@ -125,7 +125,7 @@ class Generate(Stage):
 
 
 def _swap_moe(model) -> None:
-    from stages.moe import swap_hf_moe_blocks
+    from stages.methods.moe import swap_hf_moe_blocks
 
     if not swap_hf_moe_blocks(model):
         raise ValueError("moe_layer=True, but the model has no Mixtral / Qwen2-MoE sparse blocks")

@@ -2,7 +2,7 @@
 
     MaskPredict(model="build/cmlm", iterations=10, length_beam=3)
 
-The model folder is written by scripts/train_cmlm.py (stages/refine/cmlm.py).
+The model folder is written by scripts/train_cmlm.py (stages/methods/refinement/cmlm.py).
 Each output's trace holds the best length candidate after every iteration of
 this T's schedule; for quality against T, run once per T (the re-masking
 schedule n = N·(T−t)/T depends on T).
@@ -12,10 +12,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from stages.base import ItemFailure, Stage, StageConfig
-from stages.model_cache import load_cached, path_identity, pick_device, pick_dtype
-from stages.refine.cmlm import load_cmlm
-from stages.refine.loop import RefineOutput, refine_loop
-from stages.refine.mask_predict import MaskPredictStep
+from stages.runtime.model_cache import load_cached, path_identity, pick_device, pick_dtype
+from stages.methods.refinement.cmlm import load_cmlm
+from stages.methods.refinement.refine_loop import RefineOutput, refine_loop
+from stages.methods.refinement.mask_predict_steps import MaskPredictStep
 
 
 class MaskPredictInput(BaseModel):

@@ -4,16 +4,16 @@
 
 Input is Transcript-like (`text`, `language` bind by name after ASR); the
 output keeps the original as `source_text` and the trace shows the masked text
-at iteration 0 and each unmasking step after (stages/refine/masked_diffusion.py).
+at iteration 0 and each unmasking step after (stages/methods/refinement/unmasking_steps.py).
 """
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
 from stages.base import ItemFailure, Stage, StageConfig
-from stages.hf_loading import hf_identity, load_hf
-from stages.refine.loop import RefineOutput, refine_loop
-from stages.refine.masked_diffusion import MaskedDiffusionStep
+from stages.runtime.hf_loading import hf_identity, load_hf
+from stages.methods.refinement.refine_loop import RefineOutput, refine_loop
+from stages.methods.refinement.unmasking_steps import MaskedDiffusionStep
 
 
 class RepairInput(BaseModel):

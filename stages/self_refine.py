@@ -11,16 +11,16 @@ Small models with a metric critic and re-decoding (keep the better-scored draft)
                refiner={"kind": "redecode", "do_sample": True}, keep_best=True)
 
 Every output carries its trace (each iteration's draft, score and feedback)
-and why it stopped; see stages/refine/report.py for per-iteration quality.
+and why it stopped; see stages/methods/refinement/refine_report.py for per-iteration quality.
 """
 from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
 from stages.base import Stage, StageConfig
-from stages.hf_loading import hf_identity, load_hf
-from stages.refine.loop import RefineOutput
-from stages.refine.self_refine import (CriticSpec, GeneratorSpec, LMScoreCriticSpec, PromptCriticSpec,
+from stages.runtime.hf_loading import hf_identity, load_hf
+from stages.methods.refinement.refine_loop import RefineOutput
+from stages.methods.refinement.self_refine_loop import (CriticSpec, GeneratorSpec, LMScoreCriticSpec, PromptCriticSpec,
                                        PromptGeneratorSpec, PromptRefinerSpec, RedecodeSpec, RefinerSpec,
                                        RoundTripCriticSpec, Seq2SeqGeneratorSpec, build_critic, build_generator,
                                        build_refiner, self_refine)

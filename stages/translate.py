@@ -7,7 +7,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from stages.base import ItemFailure, Stage, StageConfig
-from stages.hf_loading import hf_identity, load_hf
+from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.payloads import Hypothesis, Translation
 
 # ISO 639-1 -> NLLB/FLORES codes for common languages; other codes pass through unchanged.

@@ -34,21 +34,21 @@ CASCADE = [str(Path(sys.executable).with_name("cascade"))]  # the installed entr
 
 @pytest.fixture(scope="session")
 def tiny_whisper(tmp_path_factory):
-    from tests.tiny_models import make_whisper
+    from stages.testing.tiny_checkpoints import make_whisper
 
     return make_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")
 def tiny_marian(tmp_path_factory):
-    from tests.tiny_models import make_marian
+    from stages.testing.tiny_checkpoints import make_marian
 
     return make_marian(tmp_path_factory.mktemp("marian"))
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory):
-    from tests.tiny_models import make_gpt2
+    from stages.testing.tiny_checkpoints import make_gpt2
 
     return make_gpt2(tmp_path_factory.mktemp("gpt2"))
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from stages.ensemble import load_member
-from stages.ensemble.tiny import build_tokenizer, save_tiny_marian
+from stages.methods.ensembling import load_member
+from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,7 @@ import time
 
 from pipelines.graph import Pipeline
 from stages.base import Stage, StageConfig, TransientError
-from stages.model_cache import load_cached
+from stages.runtime.model_cache import load_cached
 from stages.payloads import Text
 
 

@@ -1,4 +1,4 @@
-"""Pipelines and model variants for the bad-input corpus (tests/test_bad_inputs.py).
+"""Pipelines and model variants for the bad-input corpus (tests/flows/test_bad_inputs.py).
 
 Importable by the CLI as tests.toy_bad_pipelines:NAME.
 """
@@ -12,7 +12,7 @@ from pipelines.graph import Pipeline
 
 def asr_mt(asr_model: str, mt_model: str, max_seconds: float = 15.0, language: str | None = None) -> Pipeline:
     """Speech translation with a short audio limit, so 'too long' is cheap to test."""
-    from stages.asr_whisper import WhisperASR
+    from stages.asr import WhisperASR
     from stages.translate import Translate
 
     asr = WhisperASR(model=asr_model, max_seconds=max_seconds, language=language)
