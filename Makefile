@@ -26,7 +26,7 @@ test: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q
 
 results: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m scripts.make_results
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m experiments.make_results
 
 clean:
 	rm -rf $(VENV) runs

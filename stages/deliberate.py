@@ -2,7 +2,7 @@
 
 The second pass is a Marian-style model whose encoder reads
 `source </s> draft` (see stages/methods/refinement/second_pass.py; trained by
-scripts/train_deliberation.py). Wire it after any translator:
+experiments/train_deliberation.py). Wire it after any translator:
 
     Translate(model="assets/models/mt-en-de") >> Deliberate(model="build/deliberation/second-pass")
 

@@ -19,7 +19,7 @@ from stages.methods.merging import run_merge
 from stages.testing import tiny_merge as tiny_models
 from stages.methods.merging.lazy_checkpoint import Checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("MERGEKIT_VENV", ROOT / ".venv-mergekit"))
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 

@@ -191,9 +191,9 @@ def test_bad_conversions_are_refused():
 
 
 def test_results_script_names_the_training_command_for_a_missing_model(tmp_path):
-    from benchmarks.results_moe import check_present
+    from experiments.results_moe import check_present
 
     save_moe_marian(tiny_marian(), None, tmp_path / "dense-f256")
     check_present(["dense-f256"], tmp_path)  # present: no exit
-    with pytest.raises(SystemExit, match=r"scripts.train_moe_mt --runs moe-scratch$"):
+    with pytest.raises(SystemExit, match=r"experiments.train_moe_mt --runs moe-scratch$"):
         check_present(["dense-f256", "moe-scratch"], tmp_path)

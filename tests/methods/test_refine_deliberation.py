@@ -12,7 +12,7 @@ from stages.methods.refinement.second_pass import fit_draft, join_source_draft
 from stages.translate import Translate
 from stages.testing.tiny_checkpoints import make_marian, word_tokenizer
 
-DEMO_MT = Path(__file__).resolve().parents[1] / "assets" / "models" / "mt-en-de"
+DEMO_MT = Path(__file__).resolve().parents[2] / "assets" / "models" / "mt-en-de"
 NEW = 12  # random models ramble: short outputs keep source + draft inside 64 positions
 SOURCES = ["the cat sees a dog .", "who runs ?", "the big red house is not small"]
 

@@ -181,8 +181,8 @@ def test_word_kd_training_loop_runs_the_members_budget(marians, tmp_path):  # no
     """The flow's loop on tiny models: the given number of steps, a saved student that moved from its start."""
     from safetensors.torch import load_file
 
-    from scripts.train_distill import train_word_kd
-    from scripts.train_mt import MTTrainConfig
+    from experiments.train_distill import train_word_kd
+    from demo.train_demo_mt import MTTrainConfig
 
     init = save_tiny_marian(tmp_path / "init", marians[0].tokenizer, seed=7)
     src = toy_corpus(40, seed=2)
@@ -198,8 +198,8 @@ def test_word_kd_training_loop_runs_the_members_budget(marians, tmp_path):  # no
 
 
 def test_missing_teacher_names_the_training_command(tmp_path):
-    from scripts.train_distill import steps_for, teacher_dirs
+    from experiments.train_distill import steps_for, teacher_dirs
 
-    with pytest.raises(FileNotFoundError, match="scripts.train_members bagging"):
+    with pytest.raises(FileNotFoundError, match="experiments.train_members bagging"):
         teacher_dirs(tmp_path, k=2)
     assert steps_for(6000, 16) == 16 * 94  # the members' budget: ceil(6000 / 64) steps per epoch

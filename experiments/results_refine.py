@@ -1,14 +1,14 @@
 """Iterative refinement on the demo task (issue #7): does a second look improve the output?
 
-    .venv/bin/python -m benchmarks.results_refine [--sentences 300] [--threads 2]
+    .venv/bin/python -m experiments.results_refine [--sentences 300] [--threads 2]
 
 Needs three trained models (none is trained here; a missing one stops the
 script with the command that makes it):
 
-    build/deliberation   scripts/train_deliberation.py: first-pass/ (the deliberately weak
+    build/deliberation   experiments/train_deliberation.py: first-pass/ (the deliberately weak
                          EN->DE drafter) and second-pass/ (reads "source </s> draft")
-    build/cmlm           scripts/train_cmlm.py cmlm: the conditional masked LM for Mask-Predict
-    build/mlm-en         scripts/train_cmlm.py mlm: the English masked LM for ASR repair
+    build/cmlm           experiments/train_cmlm.py cmlm: the conditional masked LM for Mask-Predict
+    build/mlm-en         experiments/train_cmlm.py mlm: the English masked LM for ASR repair
 
 and the demo assets (MT, test split, test clips) plus a weak ASR snapshot.
 
@@ -36,18 +36,18 @@ import torch
 
 from benchmarks.common import print_json_line, print_table
 from flows.metrics import bleu, normalize_text, wer
-from scripts.demo_grammar import read_tsv
+from demo.demo_grammar import read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TSV = ROOT / "assets" / "demo" / "corpus" / "test.tsv"
 DEV_TSV = ROOT / "assets" / "demo" / "corpus" / "dev.tsv"
 LOCK = "python -m"
 TRAIN_HINT = {
-    "deliberation": f"{LOCK} scripts.train_deliberation --out build/deliberation --pairs 16000 --weak-steps 600 "
+    "deliberation": f"{LOCK} experiments.train_deliberation --out build/deliberation --pairs 16000 --weak-steps 600 "
                     "--steps 700 --max-minutes 6",
-    "cmlm": f"{LOCK} scripts.train_cmlm cmlm --out build/cmlm --max-steps 1500 --max-minutes 9",
-    "mlm": f"{LOCK} scripts.train_cmlm mlm --out build/mlm-en --max-steps 6000 --max-minutes 4",
-    "asr": ".venv/bin/python -m scripts.train_asr (a weak, early snapshot: see --asr)",
+    "cmlm": f"{LOCK} experiments.train_cmlm cmlm --out build/cmlm --max-steps 1500 --max-minutes 9",
+    "mlm": f"{LOCK} experiments.train_cmlm mlm --out build/mlm-en --max-steps 6000 --max-minutes 4",
+    "asr": ".venv/bin/python -m demo.train_demo_asr (a weak, early snapshot: see --asr)",
 }
 
 
@@ -85,9 +85,9 @@ def run_deliberation(args, src: list[str], ref: list[str], mt_drafts: list[str])
     first_dir, second_dir = args.deliberation / "first-pass", args.deliberation / "second-pass"
     weak = Seq2Seq(*load_hf("AutoModelForSeq2SeqLM", str(first_dir), "cpu", "float32"),
                    Seq2SeqOptions(num_beams=1, batch_size=64))
-    t_first, drafts = timed(lambda: weak.decode(src))  # greedy, as scripts/train_deliberation.py drafts
+    t_first, drafts = timed(lambda: weak.decode(src))  # greedy, as experiments/train_deliberation.py drafts
     second_model, second_tok = load_hf("AutoModelForSeq2SeqLM", str(second_dir), "cpu", "float32")
-    # a rambling draft is cut to the second pass's positions, as scripts/train_deliberation.py does in training
+    # a rambling draft is cut to the second pass's positions, as experiments/train_deliberation.py does in training
     limit = second_model.config.max_position_embeddings
 
     def run(draft_list: list[str], passes: int = 1):
@@ -231,7 +231,7 @@ def run_self_refine(args, src: list[str], ref: list[str]) -> tuple[list, list, d
 def transcribe_test_clips(asr_path: Path) -> tuple[list[str], list[str]]:
     import whisper
 
-    from scripts.eval_demo import load_test_set, transcribe
+    from demo.eval_demo import load_test_set, transcribe
 
     clips = load_test_set()
     model = whisper.load_model(str(asr_path), device="cpu")
@@ -277,7 +277,7 @@ def run_asr_repair(args) -> tuple[list, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deliberation", type=Path, default=ROOT / "build" / "deliberation",
-                    help="scripts/train_deliberation.py output (first-pass/ and second-pass/)")
+                    help="experiments/train_deliberation.py output (first-pass/ and second-pass/)")
     ap.add_argument("--cmlm", type=Path, default=ROOT / "build" / "cmlm")
     ap.add_argument("--mlm", type=Path, default=ROOT / "build" / "mlm-en")
     ap.add_argument("--mt", type=Path, default=ROOT / "assets" / "models" / "mt-en-de")

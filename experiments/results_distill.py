@@ -1,8 +1,8 @@
 """Distillation on the demo task: how much of the ensemble's gain does a one-member-sized student keep?
 
-    python -m benchmarks.results_distill [--sentences 300] [--beams 4]
+    python -m experiments.results_distill [--sentences 300] [--beams 4]
 
-Needs the models of `scripts/train_distill.py` (data-only baseline, word-level
+Needs the models of `experiments/train_distill.py` (data-only baseline, word-level
 and sequence-level students) and the bagged teacher members; it trains
 nothing and says which command to run when a model is missing. Every system
 decodes the first N held-out test sentences with the same ensemble beam
@@ -21,13 +21,13 @@ import torch
 
 from benchmarks.common import print_json_line, print_table
 from flows.metrics import bleu
-from scripts.demo_grammar import read_tsv
-from scripts.train_distill import TEACHER_COMMAND, teacher_digest
+from demo.demo_grammar import read_tsv
+from experiments.train_distill import TEACHER_COMMAND, teacher_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTILL = ROOT / "build" / "distill"
 TEACHER = ROOT / "build" / "members" / "bag"
-TRAIN = "python -m scripts.train_distill"
+TRAIN = "python -m experiments.train_distill"
 TEACHER_TRAIN = f"flock build/train.lock .venv/bin/{TEACHER_COMMAND}"
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from scripts.demo_grammar import generate
+from demo.demo_grammar import generate
 
 N_MELS = 80
 # n_audio_ctx=300: a 6 s window (600 mel frames); the demo's sentences last 1-5 s.
@@ -210,7 +210,7 @@ def train(audio_dir: Path, out_path: Path = Path("assets/models/asr-tiny/model.p
           warmup: int = 150, init_from: Path | None = None) -> dict:
     """Train on the spoken shards in `audio_dir` (re-scanned every epoch, so shards that are
     still being written join in later); save the exported checkpoint at every evaluation."""
-    from scripts.make_demo_audio import load_train_mels, synthesize
+    from demo.make_demo_audio import load_train_mels, synthesize
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -318,7 +318,7 @@ def main() -> None:
     parser.add_argument("--make-audio", action="store_true", help="speak the shards first")
     args = parser.parse_args()
     if args.make_audio:
-        from scripts.make_demo_audio import make_train_mels
+        from demo.make_demo_audio import make_train_mels
 
         make_train_mels(Path(args.audio_dir), args.n_clips)
     result = train(Path(args.audio_dir), Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,

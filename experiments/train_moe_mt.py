@@ -2,7 +2,7 @@
 
 Every run sees the same batches in the same order (step s always gets batch s of one shuffled
 pass over `steps × batch_size` generated pairs), the same seed, tokenizer (the demo MT's),
-optimiser and LR schedule (those of scripts.train_mt: AdamW, linear warmup, cosine to 2 %).
+optimiser and LR schedule (those of demo.train_demo_mt: AdamW, linear warmup, cosine to 2 %).
 Runs (architecture: the demo MT's 3+3 Marian layers at d_model 128; all six FFNs sparse in MoE runs):
 
     dense-f256     dense, FFN 256; its step-S/2 weights are saved as dense-f256-half
@@ -17,8 +17,8 @@ The upcycled runs continue the dense run's LR schedule from step S/2 (fresh opti
 they spend the same number of steps as every other run and are directly comparable with
 dense-f256 (the same dense start, continued densely).
 
-    python -m scripts.train_moe_mt            # all runs, in order
-    python -m scripts.train_moe_mt --runs moe-scratch --steps 200
+    python -m experiments.train_moe_mt            # all runs, in order
+    python -m experiments.train_moe_mt --runs moe-scratch --steps 200
 
 Each run writes build/moe/<run>/ (see stages.methods.moe.moe_marian.save_moe_marian) and train.json there.
 """
@@ -33,15 +33,15 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from scripts.demo_grammar import generate
-from scripts.train_mt import MTSize, MTTrainConfig, build_model, warmup_cosine
+from demo.demo_grammar import generate
+from demo.train_demo_mt import MTSize, MTTrainConfig, build_model, warmup_cosine
 from stages.methods.moe.moe_config import MoEConfig
 from stages.methods.moe.moe_marian import convert_marian_to_moe, layer_stats, load_moe_marian, moe_aux_loss, save_moe_marian
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build/moe"
 TOKENIZER_DIR = ROOT / "assets/models/mt-en-de"
-TRAIN_COMMAND = "python -m scripts.train_moe_mt"
+TRAIN_COMMAND = "python -m experiments.train_moe_mt"
 _MT = MTTrainConfig()  # optimiser / schedule / label smoothing defaults shared with train_mt
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.demo_grammar import MAX_WORDS, generate, read_tsv
+from demo.demo_grammar import MAX_WORDS, generate, read_tsv
 
 SAMPLE_RATE = 16_000
 VOICES = ["en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan",

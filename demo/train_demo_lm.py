@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from scripts.demo_grammar import generate, read_tsv
-from scripts.train_mt import mark_float32
+from demo.demo_grammar import generate, read_tsv
+from demo.train_demo_mt import mark_float32
 
 EOT = "<|endoftext|>"
 

@@ -1,8 +1,8 @@
 """Training flows for masked LMs on the demo grammar: a CMLM for Mask-Predict, and an English MLM for repair.
 
-    python -m scripts.train_cmlm cmlm --out build/cmlm            # EN->DE CMLM (stages/methods/refinement/cmlm.py)
-    python -m scripts.train_cmlm mlm --out build/mlm-en           # English BertForMaskedLM (masked diffusion)
-    python -m scripts.train_cmlm cmlm --out /tmp/cmlm --max-steps 20 --pairs 500 --dev 20   # a smoke run
+    python -m experiments.train_cmlm cmlm --out build/cmlm            # EN->DE CMLM (stages/methods/refinement/cmlm.py)
+    python -m experiments.train_cmlm mlm --out build/mlm-en           # English BertForMaskedLM (masked diffusion)
+    python -m experiments.train_cmlm cmlm --out /tmp/cmlm --max-steps 20 --pairs 500 --dev 20   # a smoke run
 
 CMLM training (Ghazvininejad et al. 2019): for every target of N tokens pick
 k ~ Uniform{1…N}, mask k random positions, predict them (cross-entropy on the
@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
-from scripts.demo_grammar import generate, read_tsv
-from scripts.train_mt import warmup_cosine
+from demo.demo_grammar import generate, read_tsv
+from demo.train_demo_mt import warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -119,7 +119,7 @@ def cmlm_batch(tok, pairs: list[tuple[str, str]], max_len: int, mask_id: int, rn
 def train_cmlm_task(cfg: CMLMTrainConfig) -> dict:
     from transformers import AutoTokenizer
 
-    from scripts.train_mt import bleu
+    from demo.train_demo_mt import bleu
     from stages.methods.refinement.cmlm import CMLM, CMLMConfig, save_cmlm
     from stages.methods.refinement.mask_predict_steps import mask_predict
 
@@ -129,7 +129,7 @@ def train_cmlm_task(cfg: CMLMTrainConfig) -> dict:
     if cfg.distill_from is not None:
         from transformers import AutoModelForSeq2SeqLM
 
-        from scripts.train_mt import translate
+        from demo.train_demo_mt import translate
 
         teacher = AutoModelForSeq2SeqLM.from_pretrained(cfg.distill_from)
         pairs = list(zip([s for s, _ in pairs], translate(teacher, tok, [s for s, _ in pairs])))
@@ -219,7 +219,7 @@ def mlm_batch(tok, texts: list[str], mask_prob: float, rng: random.Random):
 def train_mlm_task(cfg: MLMTrainConfig) -> dict:
     from transformers import BertConfig, BertForMaskedLM
 
-    from scripts.train_mt import mark_float32
+    from demo.train_demo_mt import mark_float32
 
     torch.set_num_threads(cfg.schedule.threads)
     texts = [en for en, _ in generate("train", cfg.n_sentences, seed=cfg.schedule.seed)]

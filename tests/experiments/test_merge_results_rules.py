@@ -1,12 +1,12 @@
-"""Target rules and metrics behind the merging results (scripts/train_merge_tasks.py)."""
+"""Target rules and metrics behind the merging results (experiments/merge_tasks.py)."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from scripts.demo_grammar import generate, split_of
-from scripts.train_merge_tasks import (ADDRESS_WORDS, NEGATION_WORDS, add_trait, changes, has_trait,
+from demo.demo_grammar import generate, split_of
+from experiments.merge_tasks import (ADDRESS_WORDS, NEGATION_WORDS, add_trait, changes, has_trait,
                                        marker_match_rate, task_pairs, to_emphatic, to_formal, trait_rate)
 
 INFORMAL = re.compile(r"\b(?:[Dd]u|dich|dir|[Dd]ein\w*)\b")

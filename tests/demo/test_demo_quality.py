@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASR = ROOT / "assets/models/asr-tiny/model.pt"
 MT = ROOT / "assets/models/mt-en-de"
 TEST = ROOT / "assets/demo/test"

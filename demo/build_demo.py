@@ -1,4 +1,4 @@
-"""Build every offline demo asset in one Prefect flow: `python -m scripts.train_demo`.
+"""Build every offline demo asset in one Prefect flow: `python -m demo.build_demo`.
 
 corpus (dev/test files) -> test clips -> spoken train shards -> ASR, MT, LM -> evaluation.
 Needs espeak-ng and sox for the audio steps (training-time only). The MT and LM
@@ -20,28 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @task
 def make_corpus(root: str) -> dict[str, str]:
-    from scripts.demo_grammar import write_corpus
+    from demo.demo_grammar import write_corpus
 
     return {k: str(v) for k, v in write_corpus(Path(root) / "assets/demo/corpus").items()}
 
 
 @task
 def make_test_clips(root: str, corpus_test: str) -> str:
-    from scripts.make_demo_audio import make_test_set
+    from demo.make_demo_audio import make_test_set
 
     return str(make_test_set(Path(corpus_test), Path(root) / "assets/demo/test"))
 
 
 @task
 def make_train_audio(root: str, n_clips: int) -> str:
-    from scripts.make_demo_audio import make_train_mels
+    from demo.make_demo_audio import make_train_mels
 
     return str(make_train_mels(Path(root) / "build/demo_audio", n_clips))
 
 
 @task
 def train_asr_model(root: str, audio_dir: str, steps: int, max_minutes: float) -> dict:
-    from scripts.train_asr import train
+    from demo.train_demo_asr import train
 
     out = Path(root) / "assets/models/asr-tiny/model.pt"
     return train(Path(audio_dir), out, steps=steps, max_minutes=max_minutes, batch_size=16, lr=1.5e-3,
@@ -51,7 +51,7 @@ def train_asr_model(root: str, audio_dir: str, steps: int, max_minutes: float) -
 
 @task
 def train_mt_model(root: str, max_minutes: float, max_steps: int | None) -> dict:
-    from scripts.train_mt import MTTrainConfig, train_mt
+    from demo.train_demo_mt import MTTrainConfig, train_mt
 
     return train_mt(MTTrainConfig(out_dir=Path(root) / "assets/models/mt-en-de", max_minutes=max_minutes,
                                   max_steps=max_steps, batch_size=48, threads=1))
@@ -59,14 +59,14 @@ def train_mt_model(root: str, max_minutes: float, max_steps: int | None) -> dict
 
 @task
 def train_lm_model(root: str, max_steps: int) -> dict:
-    from scripts.train_lm import LMTrainConfig, train_lm
+    from demo.train_demo_lm import LMTrainConfig, train_lm
 
     return train_lm(LMTrainConfig(out_dir=Path(root) / "assets/models/lm-en", max_steps=max_steps, threads=1))
 
 
 @task
 def evaluate_models(root: str) -> dict:
-    from scripts.eval_demo import evaluate
+    from demo.eval_demo import evaluate
 
     models = Path(root) / "assets/models"
     result = evaluate(models / "asr-tiny/model.pt", models / "mt-en-de", Path(root) / "assets/demo/test")

@@ -1,7 +1,7 @@
 """MoE demo MT vs dense baselines: BLEU, cost, and expert load balance with / without the balance loss.
 
-Reads the runs of scripts.train_moe_mt from build/moe/<run>/ (train first:
-`python -m scripts.train_moe_mt`), then on the held-out test split:
+Reads the runs of experiments.train_moe_mt from build/moe/<run>/ (train first:
+`python -m experiments.train_moe_mt`), then on the held-out test split:
 
 - BLEU (sacrebleu) of greedy decoding, the same for every model, batched;
 - decode ms per sentence: greedy, one sentence per generate call, mean over the first sentences;
@@ -12,7 +12,7 @@ Reads the runs of scripts.train_moe_mt from build/moe/<run>/ (train first:
   Switch's E·Σ f·P (1 = uniform), and the share of assignments a Switch capacity limit would drop
   (capacity factor 1.0 and 1.25; the models themselves run dropless).
 
-    python -m benchmarks.results_moe
+    python -m experiments.results_moe
 
 Prints rich tables and, as the last stdout line, one JSON object.
 """
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import print_json_line, print_table
-from scripts.demo_grammar import read_tsv
-from scripts.train_mt import bleu, translate
+from demo.demo_grammar import read_tsv
+from demo.train_demo_mt import bleu, translate
 from stages.methods.moe.gating import drop_over_capacity, expert_capacity
 from stages.methods.moe.balance_losses import cv_squared
 from stages.methods.moe.moe_marian import layer_stats, load_moe_marian, moe_modules, param_counts
@@ -37,7 +37,7 @@ from stages.methods.moe.moe_marian import layer_stats, load_moe_marian, moe_modu
 ROOT = Path(__file__).resolve().parents[1]
 MOE_DIR = ROOT / "build/moe"
 TEST = ROOT / "assets/demo/corpus/test.tsv"
-TRAIN_COMMAND = "python -m scripts.train_moe_mt"
+TRAIN_COMMAND = "python -m experiments.train_moe_mt"
 
 MODELS = {  # run -> what it is
     "dense-f256": "dense FFN 256 (upcycling start at S/2, continued densely)",

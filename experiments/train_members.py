@@ -1,7 +1,7 @@
 """Training flows for ensemble members: bagging (K bootstrap resamples) and checkpoint series.
 
-    python -m scripts.train_members bagging --k 5 --out build/members
-    python -m scripts.train_members checkpoints --out build/members/ckpt
+    python -m experiments.train_members bagging --k 5 --out build/members
+    python -m experiments.train_members checkpoints --out build/members/ckpt
 
 Members are deliberately weaker than the demo MT model (smaller, less data), so
 an ensemble has room to help. All members share the demo MT tokenizer (an
@@ -19,8 +19,8 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from scripts.demo_grammar import generate
-from scripts.train_mt import LOAD_LOCK, MTSize, MTTrainConfig, build_model, train_mt
+from demo.demo_grammar import generate
+from demo.train_demo_mt import LOAD_LOCK, MTSize, MTTrainConfig, build_model, train_mt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"

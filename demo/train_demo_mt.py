@@ -23,7 +23,7 @@ from typing import Callable, Literal
 import torch
 from pydantic import BaseModel
 
-from scripts.demo_grammar import generate, read_tsv
+from demo.demo_grammar import generate, read_tsv
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 LOAD_LOCK = threading.RLock()

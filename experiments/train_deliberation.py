@@ -1,7 +1,7 @@
 """Training flow for the deliberation second pass (stages/deliberate.py) on the demo grammar.
 
-    python -m scripts.train_deliberation --out build/deliberation
-    python -m scripts.train_deliberation --out /tmp/delib --weak-steps 20 --steps 20 --pairs 300 --dev 20  # smoke
+    python -m experiments.train_deliberation --out build/deliberation
+    python -m experiments.train_deliberation --out /tmp/delib --weak-steps 20 --steps 20 --pairs 300 --dev 20  # smoke
 
 1. first pass   a deliberately weak EN->DE model (small, trained briefly on
                 other data), so its drafts carry the errors a second pass
@@ -26,9 +26,9 @@ from pydantic import BaseModel
 
 import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
-from scripts.demo_grammar import generate, read_tsv
-from scripts.train_members import WEAK, fresh_start
-from scripts.train_mt import MTSize, MTTrainConfig, bleu, translate, train_mt
+from demo.demo_grammar import generate, read_tsv
+from experiments.train_members import WEAK, fresh_start
+from demo.train_demo_mt import MTSize, MTTrainConfig, bleu, translate, train_mt
 from stages.methods.refinement.second_pass import fit_draft, join_source_draft
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,13 +1,13 @@
 """Training flows for distilled students: word-level and sequence-level KD from the bagged ensemble.
 
-    python -m scripts.train_distill data-only   # the baseline: same size, same data, same steps, no teacher
-    python -m scripts.train_distill word        # loss α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE
-    python -m scripts.train_distill word --temperature 1 --tag T1   # a variant beside the default
-    python -m scripts.train_distill sequence    # train on the teacher's beam outputs for the training sources
-    python -m scripts.train_distill all
+    python -m experiments.train_distill data-only   # the baseline: same size, same data, same steps, no teacher
+    python -m experiments.train_distill word        # loss α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE
+    python -m experiments.train_distill word --temperature 1 --tag T1   # a variant beside the default
+    python -m experiments.train_distill sequence    # train on the teacher's beam outputs for the training sources
+    python -m experiments.train_distill all
 
 The teacher is the uniform linear ensemble of the five bagged members
-(`python -m scripts.train_members bagging --k 5 --out build/members/bag`).
+(`python -m experiments.train_members bagging --k 5 --out build/members/bag`).
 Every student here has the size of one member (WEAK), starts from the same
 fresh random model (seed 0), sees the same training sources (the N pairs the
 members resample, N and the epochs taken from the bagging flow's defaults) in
@@ -33,14 +33,14 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from scripts.demo_grammar import generate, read_tsv, write_tsv
-from scripts.train_members import WEAK, bagging, fresh_start
-from scripts.train_mt import LOAD_LOCK, MTTrainConfig, bleu, train_mt
+from demo.demo_grammar import generate, read_tsv, write_tsv
+from experiments.train_members import WEAK, bagging, fresh_start
+from demo.train_demo_mt import LOAD_LOCK, MTTrainConfig, bleu, train_mt
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "distill"
 TEACHER = ROOT / "build" / "members" / "bag"
-TEACHER_COMMAND = "python -m scripts.train_members bagging --k 5 --out build/members/bag"
+TEACHER_COMMAND = "python -m experiments.train_members bagging --k 5 --out build/members/bag"
 MEMBER_WARMUP = 100  # as train_members gives its members
 # The members' data size and epochs, read from the bagging flow so the students follow its recipe.
 _BAGGING = inspect.signature(bagging.fn).parameters

@@ -1,6 +1,6 @@
 """Ensembles on the demo task: do K weak members beat the best of them?
 
-    python -m benchmarks.results_ensemble [--sentences 300] [--retrain]
+    python -m experiments.results_ensemble [--sentences 300] [--retrain]
 
 Trains (once; reused from build/members) K=5 bagged weak MT members and one
 checkpoint series, then scores on the held-out test split: each member, the
@@ -18,14 +18,14 @@ import torch
 
 from benchmarks.common import print_json_line, print_table
 from flows.metrics import bleu
-from scripts.demo_grammar import read_tsv
+from demo.demo_grammar import read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ROOT / "build" / "members"
 
 
 def ensure_members(k: int, retrain: bool) -> tuple[list[Path], list[Path]]:
-    from scripts.train_members import bagging, checkpoint_dirs, checkpoints
+    from experiments.train_members import bagging, checkpoint_dirs, checkpoints
 
     bag = [MEMBERS / "bag" / f"member-{i}" for i in range(k)]
     if retrain or not all((p / "config.json").exists() for p in bag):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import demo_grammar as g
+from demo import demo_grammar as g
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=None)

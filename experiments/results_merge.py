@@ -1,9 +1,9 @@
 """Merging on the demo task (issue 5): checkpoint averaging, soups, task vectors, negation.
 
-    .venv/bin/python -m benchmarks.results_merge [--sentences 300]
+    .venv/bin/python -m experiments.results_merge [--sentences 300]
 
-Needs the weak checkpoint series (scripts.train_members checkpoints) and the fine-tunes and
-merges of scripts.train_merge_tasks (build/merge/); it trains nothing and fails naming the
+Needs the weak checkpoint series (experiments.train_members checkpoints) and the fine-tunes and
+merges of experiments.merge_tasks (build/merge/); it trains nothing and fails naming the
 command when a model is missing. Every system is decoded the same way (the ensemble
 decoder, beam 4, which for one model is plain beam search) on held-out test sentences:
 
@@ -34,8 +34,8 @@ import yaml
 
 from benchmarks.common import print_json_line, print_table
 from flows.metrics import bleu
-from scripts.demo_grammar import read_tsv
-from scripts.train_merge_tasks import (ADDRESS_WORDS, BASE_MT, BEAMS, CKPT_COMMAND, CKPT_MEMBER, FINETUNES,
+from demo.demo_grammar import read_tsv
+from experiments.merge_tasks import (ADDRESS_WORDS, BASE_MT, BEAMS, CKPT_COMMAND, CKPT_MEMBER, FINETUNES,
                                        INGREDIENTS, NEGATION_LAMBDAS, NEGATION_WORDS, ROOT, SOUP_START, SUM_LAMBDAS,
                                        TRAIN_COMMAND, averaged_checkpoints, decode, eval_sets, ft_dir, ingredient_dir,
                                        load, marker_match_rate, merged_dir, trait_rate)

@@ -1,6 +1,6 @@
 """Fine-tunes and merges behind the merging results (issue 5), as one Prefect flow.
 
-    python -m scripts.train_merge_tasks all
+    python -m experiments.merge_tasks all
     (parts: `tasks` = demo-MT fine-tunes, `soup` = soup ingredients, `merge` = every merge)
 
 Everything is written under build/merge/:
@@ -20,7 +20,7 @@ Everything is written under build/merge/:
   (ranked and checked on dev BLEU).
 
 The rules and metrics (`to_formal`, `to_emphatic`, `add_trait`, `marker_match_rate`,
-`trait_rate`, `eval_sets`) are imported by benchmarks/results_merge.py.
+`trait_rate`, `eval_sets`) are imported by experiments/results_merge.py.
 """
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from scripts.demo_grammar import MODALS, VERBS, generate, read_tsv
+from demo.demo_grammar import MODALS, VERBS, generate, read_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "merge"
 BASE_MT = ROOT / "assets" / "models" / "mt-en-de"
 CKPT_MEMBER = ROOT / "build" / "members" / "ckpt" / "member-0"
 SOUP_START = CKPT_MEMBER / "checkpoint-300"
-TRAIN_COMMAND = "python -m scripts.train_merge_tasks all"
-CKPT_COMMAND = "python -m scripts.train_members checkpoints --out build/members/ckpt"
+TRAIN_COMMAND = "python -m experiments.merge_tasks all"
+CKPT_COMMAND = "python -m experiments.train_members checkpoints --out build/members/ckpt"
 TRAIT_WORD = "übrigens"
 BEAMS = 4
 
@@ -53,7 +53,7 @@ BEAMS = 4
 
 def saved_checkpoints() -> list[Path]:
     """The series' intermediate checkpoint-STEP dirs, oldest first (the final model is CKPT_MEMBER)."""
-    from scripts.train_members import checkpoint_dirs
+    from experiments.train_members import checkpoint_dirs
 
     return checkpoint_dirs(CKPT_MEMBER)
 
@@ -197,7 +197,7 @@ def task_pairs(rule: str | None, trait: bool, n_changed: int, n_plain: int, seed
 
 def load(path: Path):
     from stages.methods.ensembling import load_member
-    from scripts.train_mt import LOAD_LOCK
+    from demo.train_demo_mt import LOAD_LOCK
 
     with LOAD_LOCK:
         return load_member(path, device="cpu", name=Path(path).name)
@@ -258,7 +258,7 @@ def _done(path: Path) -> bool:
 
 @task(name="finetune-demo-mt", persist_result=False)
 def finetune(name: str, retrain: bool = False) -> dict:
-    from scripts.train_mt import MTTrainConfig, train_mt
+    from demo.train_demo_mt import MTTrainConfig, train_mt
 
     out = ft_dir(name)
     if _done(out) and not retrain:
@@ -272,7 +272,7 @@ def finetune(name: str, retrain: bool = False) -> dict:
 
 @task(name="soup-ingredient", persist_result=False)
 def soup_ingredient(k: int, retrain: bool = False) -> dict:
-    from scripts.train_mt import MTTrainConfig, train_mt
+    from demo.train_demo_mt import MTTrainConfig, train_mt
 
     out = ingredient_dir(k)
     if _done(out) and not retrain:

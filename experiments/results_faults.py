@@ -1,6 +1,6 @@
 """Crash, fault and OOM figures for docs/RESULTS.md.
 
-    python -m benchmarks.results_faults [--trials 3] [--seed 0]
+    python -m experiments.results_faults [--trials 3] [--seed 0]
 
 1. Crash: the speech-translation cascade over the 64 demo clips (batches of 8:
    16 stage × batch tasks) runs as `cascade run` in its own process group; it
