@@ -91,7 +91,7 @@ def main() -> None:
                   figures["loop_bleu"]],
                  [f"Prefect flow, batches of {args.batch_size}", len(items), t_flow, len(items) / t_flow,
                   figures["wer"], figures["cascade_bleu"]]])
-    print_json_line(figures)
+    print_json_line({**figures, "setup": {"batch_size": args.batch_size, "repeats": args.repeats, "beams": beams}})
 
 
 if __name__ == "__main__":

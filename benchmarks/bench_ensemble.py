@@ -72,7 +72,10 @@ def main() -> None:
         print(f"{name:<26}{seconds:>10.3f}")
     print(f"{'ensemble_cost_ratio':<26}{ratio:>10.3f}   goal <= 1.15")
     print(f"{'cache_speedup':<26}{speedup:>10.2f}   goal >= 3")
-    print(json.dumps({"ensemble_cost_ratio": round(ratio, 4), "cache_speedup": round(speedup, 3)}))
+    setup = {"members": len(members), "d_model": args.d_model, "layers": args.layers, "vocab": len(tokenizer),
+             "batch": args.batch, "beams": args.beams, "length": out_len, "threads": args.threads,
+             "repeats": args.repeats}
+    print(json.dumps({"ensemble_cost_ratio": round(ratio, 4), "cache_speedup": round(speedup, 3), "setup": setup}))
 
 
 if __name__ == "__main__":

@@ -175,6 +175,7 @@ def main() -> None:
             rows += row
             notes.append(f"{note}; loop page faults {', '.join(str(f) for f in loop_faults[-len(loops):])}")
             per_size[f"ratio_b{batch_size}"] = headline["load_overhead_ratio"]
+            per_size[f"compute_ms_b{batch_size}"] = headline["compute_ms_per_batch"]
         rss_after = rss_mb()
     print_table(f"Load: {args.items} items through a tiny stage, {args.workers} workers, "
                 f"torch threads {args.torch_threads}, loop in the {args.loop_thread} thread",
@@ -190,7 +191,10 @@ def main() -> None:
     print_json_line({"load_overhead_ratio": headline.pop("load_overhead_ratio"),
                      "rss_growth_mb": round(max(peaks) - rss_before, 1),
                      "loop_rss_growth_mb": round(max(loop_peaks) - rss_before, 1), "items": args.items,
-                     **headline, **per_size})
+                     **headline, **per_size,
+                     "setup": {"items": args.items, "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
+                               "workers": args.workers, "repeats": args.repeats, "torch_threads": args.torch_threads,
+                               "loop_thread": args.loop_thread, "tokens": args.tokens, "layers": args.layers}})
 
 
 def _summarise(batch_size: int, n: int, loops: list, flows_: list) -> tuple[list, dict, str]:

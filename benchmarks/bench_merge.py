@@ -142,7 +142,9 @@ def main() -> None:
         for name, (wall, rss) in best.items():
             print(f"{name:10s} {wall:8.1f} {rss:13.0f}")
         ratios = {"time_ratio": round(best["ours"][0] / best["mergekit"][0], 3),
-                  "rss_ratio": round(best["ours"][1] / best["mergekit"][1], 3)}
+                  "rss_ratio": round(best["ours"][1] / best["mergekit"][1], 3),
+                  "setup": {"fine_tunes": len(config["models"]), "params_M": round(n_params / 1e6),
+                            "dtype": args.dtype, "repeats": args.repeats}}
         print(json.dumps(ratios))
     finally:
         if args.workdir is None:

@@ -134,7 +134,10 @@ def main() -> None:
     print("\n".join(rows))
     keys = ["hf_ratio_T8", "hf_ratio_T64", "hf_ratio_T512", "hf_ratio_T4096", "dense_ratio_T4096",
             "hf_over_floor_T8", "hf_over_floor_T64"]
-    print(json.dumps({k: round(ratios[k], 4) for k in keys}))
+    setup = {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+             "d_model": D_MODEL, "d_ff": D_FF, "experts": N_EXPERTS, "top_k": TOP_K, "tokens": list(TOKENS)}
+    print(json.dumps({**{k: round(ratios[k], 4) for k in keys}, "bandwidth_gbs": round(bandwidth / 1e9, 1),
+                      "setup": setup}))
 
 
 if __name__ == "__main__":

@@ -98,11 +98,14 @@ def main() -> None:
                         "compute_ms_per_batch": round(1000 * t_loop / n, 1),
                         "extra_ms_per_task": round(extra_ms, 1),
                         "server_cpu_s_per_flow": round(statistics.median(server_cpu), 2)}
-            per_size |= {f"ratio_b{batch_size}": round(ratio, 4), f"extra_ms_b{batch_size}": round(extra_ms, 1)}
+            per_size |= {f"ratio_b{batch_size}": round(ratio, 4), f"extra_ms_b{batch_size}": round(extra_ms, 1),
+                         f"compute_ms_b{batch_size}": round(1000 * t_loop / n, 1)}
     print_table(f"Prefect overhead: {args.items} items, same stages, same micro-batches, {args.workers} workers",
                 ["way", "batches", "tasks", "wall s (median)", "ms / batch", "server CPU s",
                  "extra ms / task", "flow / loop: median (each run)"], rows)
-    print_json_line({**headline, **per_size})
+    setup = {"items": args.items, "batch_sizes": [int(b) for b in args.batch_sizes.split(",")],
+             "repeats": args.repeats, "workers": args.workers, "layers": args.layers}
+    print_json_line({**headline, **per_size, "setup": setup})
 
 
 if __name__ == "__main__":

@@ -152,7 +152,9 @@ def main() -> None:
     print(json.dumps({"maskpredict_forward_ratio": round(mp["forward_ratio"], 4),
                       "maskpredict_overhead_ratio": round(mp["overhead_ratio"], 4),
                       "selfrefine_compute_saved": round(sr["compute_saved"], 4),
-                      "selfrefine_time_saved": round(sr["time_saved"], 4)}))
+                      "selfrefine_time_saved": round(sr["time_saved"], 4),
+                      "setup": {"batch": len(texts), "length_beam": args.length_beam, "iterations": args.iterations,
+                                "threads": args.threads, "cap": args.cap, "repeats": args.repeats}}))
 
 
 if __name__ == "__main__":

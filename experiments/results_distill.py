@@ -120,6 +120,7 @@ def main() -> None:
         "seq_corpus_same_as_gold": seq_recipe.get("same_as_gold"),
         "teacher_decode_s": seconds[rows[0][0]], "student_decode_s": seconds[rows[-1][0]],
         "sentences": len(src), "stale_students": stale,
+        "setup": {"k": len(members), "beams": args.beams, "student_steps": recipe(data_only).get("steps")},
     })
 
 

@@ -104,7 +104,8 @@ def main() -> None:
     print_table(f"BLEU on {len(src)} held-out test sentences (K={len(members)} bagged weak members)",
                 ["system", "BLEU", "decode cost (× one member)", "seconds"], rows)
     print_json_line({**{k.replace(" ", "_"): v for k, v in figures.items()}, "best_member": best_member,
-                     "best_ensemble": best_name, "gain_over_best_member": round(figures[best_name] - best_member, 2)})
+                     "best_ensemble": best_name, "gain_over_best_member": round(figures[best_name] - best_member, 2),
+                     "setup": {"k": len(members), "sentences": len(src), "beams": args.beams}})
 
 
 if __name__ == "__main__":

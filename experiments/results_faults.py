@@ -85,11 +85,12 @@ def fault_figures() -> dict:
     from pipelines import Pipeline
     from tests.fault_stages import Hungry, Unreliable, read_log
 
+    fault_batch, oom_batch = 10, 32
     with tempfile.TemporaryDirectory() as tmp:
         items = [{"id": f"t{i}", "text": f"item {i}"} for i in range(1000)]
         log = Path(tmp) / "unreliable.jsonl"
         stage = Unreliable(failure_rate=0.1, seed=7, log=str(log), retries=6, retry_delay=0.01)
-        res = run(Pipeline.chain(stage), items, out=tmp, job_id="faults", batch_size=10)
+        res = run(Pipeline.chain(stage), items, out=tmp, job_id="faults", batch_size=fault_batch)
         calls = read_log(log)
         ok = [o["unreliable"]["text"] for o in res.outputs] == [it["text"][::-1] for it in items]
         faults = {"fault_items": len(items), "fault_calls": len(calls),
@@ -97,12 +98,14 @@ def fault_figures() -> dict:
                   "fault_items_ok": res.summary["ok"], "fault_outputs_correct": ok}
 
         log = Path(tmp) / "hungry.jsonl"
-        res = run(Pipeline.chain(Hungry(max_items=3, log=str(log))), items[:256], out=tmp, job_id="oom",
-                  batch_size=32)
+        hungry = Hungry(max_items=3, log=str(log))
+        res = run(Pipeline.chain(hungry), items[:256], out=tmp, job_id="oom", batch_size=oom_batch)
         sizes = [c["size"] for c in read_log(log)]
         oom = {"oom_items": 256, "oom_batches": 8, "oom_calls": len(sizes), "oom_failed_calls": sum(s > 3 for s in sizes),
                "oom_largest_ok_call": max(s for s in sizes if s <= 3), "oom_items_ok": res.summary["ok"]}
-    return faults | oom
+    setup = {"fault_rate": stage.config.failure_rate, "fault_retries": stage.config.retries, "fault_batch_size": fault_batch,
+             "oom_max_items": hungry.config.max_items, "oom_batch_size": oom_batch}
+    return faults | oom | {"setup": setup}
 
 
 def main() -> None:
@@ -116,13 +119,14 @@ def main() -> None:
                 [[i, t["stored_at_kill"], t["reused"], t["recomputed"], f"{t['unique']}/{t['items']}",
                   t["identical"], t["exit"], t["resume_s"]] for i, t in enumerate(trials)])
     faults = fault_figures()
+    setup = {"crash_clips": trials[0]["items"], "crash_batch_size": BATCH, "crash_tasks": tasks, **faults.pop("setup")}
     print_table("Transient faults and out-of-memory", ["figure", "value"], [[k, v] for k, v in faults.items()])
     print_json_line({
         "crash_trials": len(trials),
         "crash_identical": sum(t["identical"] and t["exit"] == 0 for t in trials),
         "crash_items_exactly_once": sum(t["items"] == t["unique"] == 64 for t in trials),
         "crash_stored_batches_recomputed": sum(t["stored_at_kill"] - t["reused"] for t in trials),
-        **faults,
+        **faults, "setup": setup,
     })
 
 

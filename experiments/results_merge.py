@@ -254,7 +254,8 @@ def main() -> None:
     full = {"decoding": f"beam {BEAMS}", "test_sentences": len(src), "dev_sentences": args.dev, "task_sets": n,
             "checkpoints": a, "soups": b, "task_vectors_and_negation": cd, "seconds": seconds}
     (ROOT / "build" / "merge" / "results_full.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
-    print_json_line({**headline(a, b, cd), "seconds": seconds})
+    print_json_line({**headline(a, b, cd), "seconds": seconds,
+                     "setup": {"beams": BEAMS, "sentences": len(src), "dev": args.dev}})
 
 
 if __name__ == "__main__":

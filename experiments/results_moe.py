@@ -167,10 +167,11 @@ def main() -> None:
         flat[f"{n}_bleu"] = round(r["bleu"], 2)
         flat[f"{n}_decode_ms"] = round(r["decode_ms"], 1)
         flat[f"{n}_params_active_M"] = round(r["params_active"] / 1e6, 2)
+        flat[f"{n}_params_total_M"] = round(r["params_total"] / 1e6, 2)
     for n, b in balance.items():
         flat[f"{n}_expert_cv"] = round(b["mean_cv"], 3)
         flat[f"{n}_min_expert_share"] = round(b["min_expert_fraction"], 3)
-    print_json_line(flat)
+    print_json_line({**flat, "setup": {"latency_sentences": args.latency_sentences, "threads": args.threads}})
 
 
 if __name__ == "__main__":

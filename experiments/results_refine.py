@@ -369,7 +369,9 @@ def main() -> None:
     figures["seconds"] = round(time.perf_counter() - t0, 1)
     for n in notes:
         print("note:", n)
-    print_json_line(figures)
+    print_json_line({**figures, "setup": {"length_beam": args.length_beam, "cap": args.cap,
+                                          "critic_quantile": args.critic_quantile,
+                                          "repair_threshold": args.repair_threshold}})
 
 
 if __name__ == "__main__":
