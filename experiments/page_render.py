@@ -122,8 +122,8 @@ def verdict(section: Section, values: Values) -> str | None:
         return f"**Verdict: not judged** — no figure for {', '.join(unmeasured)} in this run."
     if missed:
         why = "; ".join(f"{k} = {_show(values[k])}, goal {section.goals[k].text()}" for k in missed)
-        return f"**Verdict: the claim does not hold here** ({len(missed)} of {len(checks)} goals missed: {why})."
-    return f"**Verdict: the claim holds** ({'its goal' if len(checks) == 1 else f'all {len(checks)} goals'} met)."
+        return f"**Verdict: the claim does not hold here** (missed: {why})."
+    return f"**Verdict: the claim holds** ({'its goal is' if len(checks) == 1 else 'every goal is'} met)."
 
 
 def summary_row(section: Section, record: Mapping | None) -> str:
