@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipelines.graph import Pipeline
+from stages.base import ConfigError
 from flows.engine import run_stage_batch
 from flows.job import forget_job, load_job, write_job
 from flows import preflight
@@ -71,11 +72,14 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
     downstream = {n: [d for d in job.order if n in pipe.nodes[d].upstream] for n in job.order}
     runs: dict[str, list[dict | None]] = {n: [None] * n_batches for n in job.order}
     failures: dict[tuple[str, int], str] = {}
+    config_error = ""  # a mistake that hits every item: the job ends as one usage error
     finished: queue.Queue = queue.Queue()
     outstanding = 0
 
     def submit(node: str, i: int) -> None:
         nonlocal outstanding
+        if config_error:  # every further batch would fail the same way
+            return
         stage = pipe.nodes[node].stage
         upstream = {u: runs[u][i] for u in pipe.nodes[node].upstream}
         with resource_options(stage.config):  # Ray: num_cpus / num_gpus per task
@@ -93,8 +97,12 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
             outstanding -= 1
             fut.wait()  # sets the final state locally; `.state` alone would ask the API
             state = fut.state
-            if state.is_completed():
-                runs[node][i] = _completed_result(fut)
+            result = _completed_result(fut) if state.is_completed() else None
+            if result is not None and result.get("config_error"):  # the stage said: every item would fail
+                config_error = config_error or result["config_error"]
+                failures[(node, i)] = result["config_error"]
+            elif result is not None:
+                runs[node][i] = result
                 for d in downstream[node]:  # a batch whose upstream failed is never submitted
                     if all(runs[u][i] is not None for u in pipe.nodes[d].upstream):
                         submit(d, i)
@@ -104,6 +112,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
             progress.advance(bar)
     status.write()
     summary = collect(job, runs, failures, time.perf_counter() - start)
+    summary["config_error"] = config_error or None
     _publish(summary)
     return summary
 
@@ -182,7 +191,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
         from flows.server import check_gpu_limit
 
         check_gpu_limit(gpu_limit)  # a usage error now, not a failed task per batch later
-    job_id = job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    job_id = job_id or new_job_id()
     if not re.fullmatch(r"[A-Za-z0-9._-]+", job_id):
         raise ValueError(f"job id {job_id!r}: use letters, digits, '.', '_' and '-'")
     root = f"{str(out).rstrip('/')}/{job_id}"
@@ -192,11 +201,30 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     try:
-        with _no_heartbeats_without_a_server(), _older_objects_frozen():
+        with _server_for_this_process(), _no_heartbeats_without_a_server(), _older_objects_frozen():
             summary = flow_run(root, show_progress, gpu_limit)
     finally:
         forget_job(root)  # everything is in the job folder now
+    if summary.get("config_error"):
+        raise ConfigError(summary["config_error"])
     return JobResult(root, summary)
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _server_for_this_process():
+    """Without PREFECT_API_URL, runs report to this process's own temporary server (flows/embedded_server.py)."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    from flows.embedded_server import api_url
+
+    return temporary_settings(updates={PREFECT_API_URL: api_url()})
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from pydantic import ValidationError
 
-from stages.base import ItemError
+from stages.base import ConfigError, ItemError
 from flows.job import load_job
 from flows.store import batch_key
 
@@ -57,8 +57,11 @@ def run_stage_batch(root: str, node: str, index: int, upstream: dict[str, str]) 
 
     start = time.perf_counter()
     if valid:
-        with _node_locks[node]:
-            results = stage.run_batch([inp for _, inp, _ in valid])
+        try:
+            with _node_locks[node]:
+                results = stage.run_batch([inp for _, inp, _ in valid])
+        except ConfigError as exc:  # e.g. the model cannot load: the job stops as one usage error
+            return {"key": key, "config_error": str(exc), "cached": False, "seconds": 0.0}
         for (item_id, _, _), result in zip(valid, results):
             if isinstance(result, ItemError):
                 err = result.model_copy(update={"item_id": item_id, "stage": node})

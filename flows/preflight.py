@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from pipelines.graph import Pipeline
+from stages.base import ConfigError
 
 # Config fields that name models or model folders (hub ids pass through: only local-looking values are checked).
 _MODEL_FIELD = re.compile(r"^(model|members|router|checkpoint)$|_(model|models|path|dir|checkpoint)$")
@@ -41,7 +42,10 @@ def missing_model_paths(pipe: Pipeline) -> list[str]:
 
 
 def check(pipe: Pipeline) -> None:
-    """Raise ValueError naming every problem found."""
+    """Raise ConfigError naming every problem found (missing model paths, then each stage's own checks)."""
     problems = missing_model_paths(pipe)
     if problems:
-        raise ValueError("; ".join(problems) + " (check the path, or the machine this runs on)")
+        raise ConfigError("; ".join(problems) + " (check the path, or the machine this runs on)")
+    problems = [f"node {name}: {p}" for name, node in pipe.nodes.items() for p in node.stage.preflight()]
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -29,7 +29,8 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
                      nbest=asr_nbest, decode_batch=asr_batch, device=device)
     if mt_ensemble:
         mt = EnsembleTranslate(members=[m.strip() for m in mt_ensemble.split(",") if m.strip()],
-                               combiner=combiner, target_lang=target, num_beams=mt_beams, device=device)
+                               combiner=combiner, target_lang=target, num_beams=mt_beams,
+                               use_upstream_nbest=asr_nbest > 1, device=device)
     else:
         mt = Translate(model=mt_model, source_lang=source, target_lang=target, num_beams=mt_beams,
                        use_upstream_nbest=asr_nbest > 1, empty_source="empty", device=device)  # silence -> ""

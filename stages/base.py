@@ -39,6 +39,11 @@ class TransientError(Exception):
     """A failure worth retrying as is (network blip, busy device). The flow retries the batch."""
 
 
+class ConfigError(ValueError):
+    """A mistake that hits every item alike (a model that cannot load, a missing device, a language the
+    model cannot produce). Never retried and never split per item: the job stops with one usage error."""
+
+
 class StageConfig(BaseModel):
     """Base of every stage's config. Unknown keys are an error, not a silent no-op."""
 
@@ -63,6 +68,9 @@ class Stage(Generic[In, Out]):
     kind: ClassVar[str] = "stage"
     # True for stages whose work is tensor math worth a GPU: used for GPU limits.
     uses_gpu: ClassVar[bool] = False
+    # Part of the resume key. Bump it when a code change alters what the stage outputs for the same
+    # config, model and input, so stored batches of the old code are recomputed instead of reused.
+    version: ClassVar[int] = 1
 
     def __init__(self, config: StageConfig | dict | None = None, /, **overrides: Any):
         if isinstance(config, StageConfig):
@@ -81,7 +89,7 @@ class Stage(Generic[In, Out]):
         skip = {"retries", "retry_delay", "device", "num_gpus", "num_cpus"}
         cfg = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in skip}
         blob = json.dumps(
-            {"stage": f"{cls.__module__}.{cls.__qualname__}", "version": getattr(cls, "version", 1),
+            {"stage": f"{cls.__module__}.{cls.__qualname__}", "version": cls.version,
              "config": cfg, "model": self.model_identity()},
             sort_keys=True,
         )
@@ -91,6 +99,16 @@ class Stage(Generic[In, Out]):
         """A JSON description that rebuilds this stage in another process (see `stage_from_spec`)."""
         cls = type(self)
         return {"cls": f"{cls.__module__}:{cls.__qualname__}", "config": self.config.model_dump(mode="json")}
+
+    def preflight(self) -> list[str]:
+        """Cheap checks before any item runs (no model loading): each problem is one line of a usage error."""
+        from stages.runtime.model_cache import pick_device
+
+        try:
+            pick_device(self.config.device)
+        except ConfigError as exc:
+            return [str(exc)]
+        return []
 
     # -- work -----------------------------------------------------------
     def process(self, batch: list[In]) -> list[Result]:
@@ -107,7 +125,7 @@ class Stage(Generic[In, Out]):
             return []
         try:
             results = self.process(batch)
-        except TransientError:
+        except (TransientError, ConfigError):
             raise
         except Exception as exc:  # noqa: BLE001 - isolated per item below
             if len(batch) == 1:

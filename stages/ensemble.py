@@ -10,7 +10,8 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from stages.base import ItemFailure, Stage, StageConfig
+from stages.base import Stage, StageConfig
+from stages.methods.upstream_nbest import best_by_item, candidate_sources
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.runtime.model_cache import load_cached, path_identity, pick_device
 from stages.payloads import Hypothesis, Translation
@@ -28,6 +29,9 @@ class EnsembleTranslateConfig(StageConfig):
     max_input_tokens: int = Field(512, ge=1)
     length_penalty: float = 1.0
     nbest: int = Field(0, ge=0)
+    use_upstream_nbest: bool = Field(False, description="translate every upstream hypothesis; keep the best "
+                                     "by upstream score × weight + translation score")
+    upstream_weight: float = 1.0
     generate_batch: int = Field(32, ge=1)
     target_lang: str | None = None
     dtype: str = "auto"
@@ -74,22 +78,24 @@ class EnsembleTranslate(Stage):
         results: list = [None] * len(batch)
         todo = []
         for i, item in enumerate(batch):
-            n = len(tok(item.text)["input_ids"])
             if not item.text.strip():
                 results[i] = Translation(text="", language=cfg.target_lang, source_text=item.text)
-            elif n > limit:
-                results[i] = ItemFailure(f"source has {n} tokens, over max_input_tokens={limit}")
             else:
                 todo.append(i)
-        todo.sort(key=lambda i: len(batch[i].text))  # less padding per decode call
-        for b in range(0, len(todo), cfg.generate_batch):
-            idx = todo[b:b + cfg.generate_batch]
-            for i, nbest in zip(idx, self.decode([batch[i].text for i in idx], members, limit)):
-                results[i] = Translation(
-                    text=nbest[0].text.strip(), language=cfg.target_lang, source_text=batch[i].text,
-                    score=nbest[0].logprob,
-                    nbest=[Hypothesis(text=h.text.strip(), score=h.logprob) for h in nbest[: cfg.nbest]]
-                    if cfg.nbest else None)
+        jobs, failures = candidate_sources([batch[i] for i in todo], cfg.use_upstream_nbest,
+                                           lambda t: len(tok(t)["input_ids"]), limit)
+        jobs = [(todo[k], text, score) for k, text, score in jobs]
+        for k, failure in failures.items():
+            results[todo[k]] = failure
+        order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))  # less padding per decode call
+        hyps: list = [None] * len(jobs)
+        for b in range(0, len(order), cfg.generate_batch):
+            idx = order[b:b + cfg.generate_batch]
+            for j, nbest in zip(idx, self.decode([jobs[j][1] for j in idx], members, limit)):
+                hyps[j] = [Hypothesis(text=h.text.strip(), score=h.logprob) for h in nbest]
+        for i, (text, nb) in best_by_item(jobs, hyps, cfg.upstream_weight).items():
+            results[i] = Translation(text=nb[0].text, language=cfg.target_lang, source_text=text,
+                                     score=nb[0].score, nbest=nb[: cfg.nbest] if cfg.nbest else None)
         return results
 
     def decode(self, sources: list[str], members, limit: int):

@@ -7,6 +7,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from stages.base import ItemFailure, Stage, StageConfig
+from stages.methods.upstream_nbest import best_by_item, candidate_sources
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.payloads import Hypothesis, Translation
 
@@ -65,32 +66,20 @@ class Translate(Stage):
         model, tok = self.load()
         cfg = self.config
         max_in = min(cfg.max_input_tokens, model_max_positions(model))
-        # Every (item, candidate source) pair to translate; candidate 0 is the 1-best text.
-        jobs: list[tuple[int, str, float]] = []
         results: list = [None] * len(batch)
+        todo = []
         for i, item in enumerate(batch):
             if not item.text.strip() and cfg.empty_source == "error":
                 results[i] = ItemFailure("source text is empty or blank (set empty_source='empty' to pass it on)")
-                continue
-            sources = [(item.text, 0.0)]
-            if cfg.use_upstream_nbest and item.nbest:
-                sources = [(h.text, h.score) for h in item.nbest]
-            for text, score in sources:
-                n = len(tok(text, add_special_tokens=True)["input_ids"])
-                if n > max_in:
-                    results[i] = ItemFailure(f"source has {n} tokens, over max_input_tokens={max_in} "
-                                             "(config or model limit); split the text")
-                    break
-                jobs.append((i, text, score))
-        jobs = [j for j in jobs if results[j[0]] is None]
+            else:
+                todo.append(i)
+        jobs, failures = candidate_sources([batch[i] for i in todo], cfg.use_upstream_nbest,
+                                           lambda t: len(tok(t, add_special_tokens=True)["input_ids"]), max_in)
+        jobs = [(todo[k], text, score) for k, text, score in jobs]
+        for k, failure in failures.items():
+            results[todo[k]] = failure
         hyps = self.translate([t for _, t, _ in jobs], [batch[i].language for i, _, _ in jobs], model, tok)
-
-        best: dict[int, tuple[float, list[Hypothesis], str]] = {}
-        for (i, text, up_score), nb in zip(jobs, hyps):
-            total = cfg.upstream_weight * up_score + (nb[0].score if nb else 0.0)
-            if i not in best or total > best[i][0]:
-                best[i] = (total, nb, text)
-        for i, (_, nb, text) in best.items():
+        for i, (text, nb) in best_by_item(jobs, hyps, cfg.upstream_weight).items():
             results[i] = Translation(text=nb[0].text if nb else "", language=cfg.target_lang, source_text=text,
                                      score=nb[0].score if nb else None, nbest=nb[: cfg.nbest] if cfg.nbest else None)
         return results

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from stages.base import ConfigError
 from stages.runtime.model_cache import load_cached, path_identity, pick_device, pick_dtype
 
 
@@ -44,7 +45,7 @@ def load_hf(auto_cls: str, name_or_path: str, device: str = "auto", dtype: str =
     return load_cached(f"hf:{auto_cls}:{revision}:{variant}", name_or_path, dev, dt, load)
 
 
-class BadCheckpoint(ValueError):
+class BadCheckpoint(ConfigError):
     """The weights are unusable (NaN/Inf): every item would come out as garbage."""
 
 

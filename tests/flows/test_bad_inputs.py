@@ -142,12 +142,12 @@ def test_empty_text_is_a_per_item_error(tiny_marian, text):
 
 
 def test_nan_weights_are_refused(tiny_marian, tmp_path):
-    from stages.base import ItemError
+    from stages.base import ConfigError
     from stages.translate import SourceText, Translate
 
     poisoned = poison_with_nan(Path(tiny_marian), tmp_path / "nan-marian")
-    [result] = Translate(model=str(poisoned), num_beams=1).run_batch([SourceText(text="the cat")])
-    assert isinstance(result, ItemError)
+    with pytest.raises(ConfigError, match="NaN or Inf"):  # a bad model is the job's error, not the item's
+        Translate(model=str(poisoned), num_beams=1).run_batch([SourceText(text="the cat")])
 
 
 # -- prompts, through generation ---------------------------------------------------------------
