@@ -86,6 +86,17 @@ def test_a_full_disk_before_the_start_is_one_usage_line(tmp_path, monkeypatch):
     assert not (tmp_path / "j" / "job.json").exists()
 
 
+def test_a_disk_that_is_full_when_the_job_files_are_written_is_one_usage_line(tmp_path, monkeypatch):
+    from flows import store as store_mod
+
+    (tmp_path / "a.txt").write_text("one\n")
+    monkeypatch.setattr(store_mod, "open", FillingDisk(batches=-1), raising=False)  # full from the first write
+    res = _cli("run", PIPE, tmp_path / "a.txt", "--out", tmp_path, "--job-id", "j")
+    assert res.exit_code == 2
+    _one_line(res, "cannot write the job folder")
+    assert _temp_files(tmp_path / "j") == []
+
+
 class FillingDisk:
     """`open` for flows.store: the disk fills up after `batches` stage-batch files.
 
@@ -94,7 +105,7 @@ class FillingDisk:
     """
 
     def __init__(self, batches: int):
-        self.left, self.full = batches, False
+        self.left, self.full = batches, batches < 0
 
     def __call__(self, path, mode="r", *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)
