@@ -14,7 +14,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import flows  # noqa: F401  (Prefect defaults)
 from benchmarks.common import print_json_line, print_table, timed
 from flows.metrics import bleu, wer
 
@@ -56,7 +55,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from flows.compile import run
+    from flows.run_job import run
     from pipelines.speech_translation import DEMO_ASR, DEMO_MT, speech_translation, translate
 
     items = [json.loads(line) for line in (TEST / "manifest.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ the median is reported), so drifting background load hits both sides alike.
 Every run starts after a full garbage collection (outside its timing), so no
 run pays for garbage the one before left. The flow runs with the CLI's
 default of 2 workers, which a one-stage pipeline turns into one thread
-(flows/compile.py). CPU time of this process is shown too.
+(flows/run_job.py). CPU time of this process is shown too.
 Memory: resident set size sampled every 20 ms during every run (loops too,
 so the sampler costs both sides alike); the peaks of the flows and, beside
 them, of the loops (the stage's own activations) against the size before
@@ -40,7 +40,6 @@ import time
 
 import torch
 
-import flows  # noqa: F401  (Prefect defaults)
 from benchmarks.common import Vector, in_fresh_thread, paired_ratios, print_json_line, print_table, wait_for_server_idle
 from pipelines.graph import Pipeline
 from stages.base import Stage, StageConfig
@@ -125,7 +124,7 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="intra-op threads; 1 keeps the loop and the flow's single stage thread alike")
     args = ap.parse_args()
-    from flows.compile import run
+    from flows.run_job import run
 
     torch.set_num_threads(args.torch_threads)
     stage = TinyEncoder(tokens=args.tokens, layers=args.layers)

@@ -25,7 +25,6 @@ import statistics
 import tempfile
 import time
 
-import flows  # noqa: F401  (Prefect defaults)
 from benchmarks.common import (MatmulFeatures, VectorNorm, in_fresh_thread, paired_ratios,
                                prefect_server_cpu_seconds, print_json_line, print_table, wait_for_server_idle)
 from pipelines.graph import Pipeline
@@ -40,7 +39,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="flow runs per batch size, each between two loops")
     ap.add_argument("--workers", type=int, default=2, help="flow task concurrency (the CLI default)")
     args = ap.parse_args()
-    from flows.compile import run
+    from flows.run_job import run
 
     stages = [MatmulFeatures(layers=args.layers), VectorNorm(layers=args.layers)]
     items = [{"id": f"i{i}", "text": f"item number {i} of the overhead benchmark"} for i in range(args.items)]

@@ -33,7 +33,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 

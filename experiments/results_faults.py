@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import flows  # noqa: F401  (Prefect defaults)
 from benchmarks.common import print_json_line, print_table
 
 ROOT = Path(__file__).resolve().parents[1]

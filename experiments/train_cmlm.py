@@ -27,7 +27,6 @@ from typing import Callable
 import torch
 from pydantic import BaseModel
 
-import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from demo.demo_grammar import generate, read_tsv
 from demo.train_demo_mt import warmup_cosine

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from demo.demo_grammar import generate, read_tsv
 from experiments.train_members import WEAK, fresh_start

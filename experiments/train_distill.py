@@ -29,7 +29,6 @@ import math
 import time
 from pathlib import Path
 
-import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 

@@ -15,7 +15,6 @@ import json
 import random
 from pathlib import Path
 
-import flows  # noqa: F401  (Prefect defaults)
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 

@@ -1,12 +1,14 @@
-"""Prefect side of cascadekit: compile pipelines into flows, run, resume, deploy."""
-from flows import prefect_env as _prefect_env  # noqa: F401  (must precede any prefect import)
+"""Prefect side of cascadekit: compile pipelines into flows, run, resume, deploy.
+
+Importing it changes nothing: entry points call `flows.settings.apply()` (and `run` does).
+"""
 
 __all__ = ["run", "JobResult"]
 
 
 def __getattr__(name):  # lazy: `cascade --help` and usage errors should not pay for importing Prefect
     if name in __all__:
-        from flows import compile as _compile
+        from flows import run_job
 
-        return getattr(_compile, name)
+        return getattr(run_job, name)
     raise AttributeError(name)

@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows import prefect_env  # noqa: F401  (before prefect is imported)
+from flows import settings
+from flows.job_folder import JobFolder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Typed model cascades (speech → text → translation, ensembles, merges) as Prefect flows.")
@@ -27,9 +28,23 @@ out = Console()
 EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
+@app.callback()
+def _settings_first() -> None:
+    settings.apply()  # before any command imports prefect or torch
+
+
 def usage_error(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+def _user_modules_importable(pipeline: str) -> None:
+    """`module:attribute` from the current folder, like `python -m`, but never ahead of installed packages.
+
+    Only for such pipelines: a `whisper.py` lying in the folder must not replace the real whisper.
+    """
+    if ":" in pipeline and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
 
 
 def _parse_params(params: list[str]) -> dict[str, str]:
@@ -63,22 +78,22 @@ def run(
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
     from pipelines.graph import WiringError
     from pipelines.registry import PipelineNotFound, resolve
-    from flows.compile import run as run_job
+    from flows.job_folder import NoSpaceLeft
     from flows.manifest import InputError
+    from flows.run_job import run as run_job
     from flows.runners import RunnerError
     from stages.base import ConfigError
 
     if batch_size < 1:
         usage_error(f"--batch-size must be ≥ 1, got {batch_size}")
     params = _parse_params(param)
-    if os.getcwd() not in sys.path:  # `module:attribute` from the current folder, like `python -m`
-        sys.path.insert(0, os.getcwd())
+    _user_modules_importable(pipeline)
     if target:
         params["target"] = target
     missing = [p for p in inputs if "://" not in p and not Path(p).exists()]
     if missing:
         usage_error(f"input not found: {missing[0]}")
-    from flows.compile import new_job_id
+    from flows.run_job import new_job_id
 
     job_id = job_id or new_job_id()
     interrupted = f"interrupted; finished batches are kept: rerun with --job-id {job_id} to resume"
@@ -92,6 +107,9 @@ def run(
                              show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit)
     except (PipelineNotFound, WiringError, InputError, RunnerError, ConfigError, ValueError) as exc:
         usage_error(str(exc))
+    except NoSpaceLeft as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CRASH) from None
     _print_result(result, show)
     raise typer.Exit(result.exit_code)
 
@@ -149,7 +167,7 @@ def _print_result(result, show: int) -> None:
     out.print(f"{s['ok']}/{s['items']} items ok, {s['failed']} failed · {stages}", highlight=False)
     if s["metrics"]:
         out.print("metrics: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items()), highlight=False)
-    out.print(f"outputs: {result.root}/outputs.jsonl", highlight=False)
+    out.print(f"outputs: {JobFolder(result.root).path(JobFolder.OUTPUTS)}", highlight=False)
 
 
 def _brief(output: dict | None, width: int = 60) -> str:
@@ -165,12 +183,12 @@ def status(job_dir: str = typer.Argument(..., help="a job folder (OUT/JOB_ID) or
     """Show a job's progress: finished batches per stage, or its summary when done."""
     from flows.store import RunStore
 
+    if not JobFolder(job_dir).is_job():
+        usage_error(f"{job_dir} is not a job folder (no {JobFolder.JOB})")
     store = RunStore(job_dir)
-    if not store.exists("job.json"):
-        usage_error(f"{job_dir} is not a job folder (no job.json)")
-    meta = store.read_json("job.json")
-    summary = store.read_json("summary.json") if store.exists("summary.json") else None
-    progress = store.read_json("progress.json") if store.exists("progress.json") else {"stages": {}}
+    meta = store.read_json(JobFolder.JOB)
+    summary = store.read_json(JobFolder.SUMMARY) if store.exists(JobFolder.SUMMARY) else None
+    progress = store.read_json(JobFolder.PROGRESS) if store.exists(JobFolder.PROGRESS) else {"stages": {}}
     table = Table(title=f"job {meta['job_id']} · {meta['pipeline']['name']}")
     for col in ("stage", "batches done", "reused", "failed batches", "items ok", "items failed"):
         table.add_column(col)
@@ -276,8 +294,7 @@ def deploy(
     if not inputs:
         usage_error("give at least one --inputs GLOB")
     params = _parse_params(param)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _user_modules_importable(pipeline)
     try:
         require_api()
         resolve(pipeline, params)  # wiring and parameter errors now, not at 2 a.m.

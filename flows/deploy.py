@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import prefect_env  # noqa: F401  (before prefect)
 from prefect import flow, get_run_logger
+
+from flows.job_folder import JobFolder, check_job_id
 
 FLOW_NAME = "cascade-scheduled"
 
@@ -25,21 +26,22 @@ def scheduled_job(pipeline: str, inputs: list[str], out: str, job_id: str, param
                   gpu_limit: str | None = None, workdir: str | None = None) -> dict:
     """Resolve the pipeline, expand the input globs as they are now, run (or resume) the job."""
     from pipelines.registry import resolve
-    from flows.compile import run
+    from flows import settings
     from flows.manifest import read_inputs
+    from flows.run_job import run
 
+    settings.apply()  # the worker has imported prefect already, but not torch yet
     if workdir:  # where `cascade deploy` ran: relative paths and `module:attribute` pipelines resolve there
         if not os.path.isdir(workdir):
             raise FileNotFoundError(f"deployment folder {workdir} does not exist on this worker")
         os.chdir(workdir)
-        if workdir not in sys.path:
-            sys.path.insert(0, workdir)
+        if ":" in pipeline and workdir not in sys.path:  # last: never ahead of installed packages
+            sys.path.append(workdir)
     pipe = resolve(pipeline, params or {})
     paths = expand_inputs(inputs)
     if not paths:
         get_run_logger().warning("no inputs match %s; the job runs over zero items", inputs)
-    root = f"{out.rstrip('/')}/{job_id}"
-    items = keep_previous_order(read_inputs(pipe, paths), root)
+    items = keep_previous_order(read_inputs(pipe, paths), JobFolder.for_job(out, job_id).root)
     result = run(pipe, items, out=out, job_id=job_id, batch_size=batch_size, runner=runner, workers=workers,
                  ray_address=ray_address, gpu_limit=gpu_limit)
     return result.summary
@@ -63,12 +65,12 @@ def keep_previous_order(items: list[dict], root: str) -> list[dict]:
     Micro-batches are cut in item order, so inputs added to the folder (even
     ones that sort first) leave the old batches, and their keys, unchanged.
     """
-    from flows.job import MANIFEST
     from flows.store import RunStore
 
     try:
         store = RunStore(root)
-        previous = [row["id"] for row in store.read_jsonl(MANIFEST)] if store.exists(MANIFEST) else []
+        manifest = JobFolder.MANIFEST
+        previous = [row["id"] for row in store.read_jsonl(manifest)] if store.exists(manifest) else []
     except (OSError, ValueError):
         previous = []
     rank = {item_id: n for n, item_id in enumerate(previous)}
@@ -79,10 +81,10 @@ def keep_previous_order(items: list[dict], root: str) -> list[dict]:
 
 def job_id_for(deployment: str) -> str:
     """A stable job id from a deployment name (letters, digits, '.', '_', '-')."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", deployment).strip("-")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", deployment).strip("-.")
     if not slug:
         raise ValueError(f"cannot derive a job id from deployment name {deployment!r}")
-    return slug
+    return check_job_id(slug)
 
 
 def deploy(pipeline: str, name: str, pool: str, *, inputs: list[str], out: str = "runs",
@@ -110,7 +112,8 @@ def deploy(pipeline: str, name: str, pool: str, *, inputs: list[str], out: str =
         gpu_limit = None
     parameters = {
         "pipeline": pipeline, "inputs": [absolute(p) for p in inputs], "out": absolute(out),
-        "job_id": job_id or job_id_for(name), "params": dict(params or {}), "batch_size": batch_size,
+        "job_id": check_job_id(job_id) if job_id else job_id_for(name), "params": dict(params or {}),
+        "batch_size": batch_size,
         "runner": runner, "workers": workers, "ray_address": ray_address, "gpu_limit": gpu_limit,
         "workdir": workdir,
     }
@@ -135,5 +138,5 @@ def summary_of(flow_run) -> dict | None:
     from flows.store import RunStore
 
     params = flow_run.parameters
-    store = RunStore(f"{params['out'].rstrip('/')}/{params['job_id']}")
-    return store.read_json("summary.json") if store.exists("summary.json") else None
+    store = RunStore(JobFolder.for_job(params["out"], params["job_id"]).root)
+    return store.read_json(JobFolder.SUMMARY) if store.exists(JobFolder.SUMMARY) else None

@@ -1,6 +1,6 @@
 """Run one stage over one micro-batch, with resume. No Prefect in here.
 
-The Prefect task in flows/compile.py is a thin wrapper around `run_stage_batch`,
+The Prefect task in flows/job_flow.py is a thin wrapper around `run_stage_batch`,
 so the same function serves threads, Ray workers and tests.
 """
 from __future__ import annotations

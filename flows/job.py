@@ -6,37 +6,17 @@ that any runner (threads, Ray, a remote worker) can ship.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipelines.graph import Metric, Pipeline
-from stages.base import ItemError, stage_from_spec
+from pipelines.graph import Pipeline
+from stages.base import ItemError
+from flows.job_folder import JobFolder
+from flows.runners import USER_PATH_ENV
 from flows.store import RunStore, forget_batches
-
-JOB_FILE = "job.json"
-MANIFEST = "manifest.jsonl"
-SUMMARY = "summary.json"
-
-
-def pipeline_spec(pipe: Pipeline) -> dict:
-    return {
-        "name": pipe.name,
-        "nodes": [{"name": n, "stage": pipe.nodes[n].stage.spec(),
-                   "bindings": {k: list(v) for k, v in pipe.nodes[n].bindings.items()}} for n in pipe.order()],
-        "metrics": [m.__dict__ for m in pipe.metrics],
-    }
-
-
-def pipeline_from_spec(spec: dict) -> Pipeline:
-    pipe = Pipeline(spec["name"], metrics=[Metric(**m) for m in spec.get("metrics", [])])
-    for node in spec["nodes"]:
-        pipe.add(node["name"], stage_from_spec(node["stage"]))
-    for node in spec["nodes"]:
-        for dst_field, (src, src_field) in node["bindings"].items():
-            pipe._bind(src, src_field, node["name"], dst_field)
-    return pipe.validate()
-
 
 @dataclass
 class Job:
@@ -57,11 +37,11 @@ def write_job(root: str, pipe: Pipeline, items: list[dict], input_errors: list[I
               batch_size: int, job_id: str) -> Job:
     store = RunStore(root)
     batches = [[it["id"] for it in items[i:i + batch_size]] for i in range(0, len(items), batch_size)]
-    if store.exists(SUMMARY):  # the job runs again: a summary of the last run must not pass for this one
-        store.fs.rm(store.path(SUMMARY))
-    store.write_jsonl(MANIFEST, items)
-    store.write_json(JOB_FILE, {
-        "job_id": job_id, "batch_size": batch_size, "pipeline": pipeline_spec(pipe),
+    if store.exists(JobFolder.SUMMARY):  # the job runs again: a summary of the last run must not pass for this one
+        store.fs.rm(store.path(JobFolder.SUMMARY))
+    store.write_jsonl(JobFolder.MANIFEST, items)
+    store.write_json(JobFolder.JOB, {
+        "job_id": job_id, "batch_size": batch_size, "pipeline": pipe.to_spec(),
         "batches": batches, "input_errors": [e.model_dump() for e in input_errors],
     })
     job = Job(root, store, pipe, {it["id"]: it for it in items}, batches, input_errors, job_id)
@@ -109,8 +89,11 @@ def load_job(root: str, run_token: str = "") -> Job:
 
 @lru_cache(maxsize=8)
 def _load_cached(root: str) -> Job:
+    folder = os.environ.get(USER_PATH_ENV)
+    if folder and folder not in sys.path:  # a worker: the driver's own stage modules, behind installed ones
+        sys.path.append(folder)
     store = RunStore(root)
-    meta = store.read_json(JOB_FILE)
-    items = {it["id"]: it for it in store.read_jsonl(MANIFEST)}
-    return Job(root, store, pipeline_from_spec(meta["pipeline"]), items, meta["batches"],
+    meta = store.read_json(JobFolder.JOB)
+    items = {it["id"]: it for it in store.read_jsonl(JobFolder.MANIFEST)}
+    return Job(root, store, Pipeline.from_spec(meta["pipeline"]), items, meta["batches"],
                [ItemError(**e) for e in meta["input_errors"]], meta["job_id"])

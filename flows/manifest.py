@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pipelines.graph import Pipeline, input_model_of
 from stages.base import ItemError
 from stages.payloads import FileRef
+from flows.job_folder import JobFolder
 from flows.store import file_digest
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".webm", ".mp4", ".aiff", ".aif"}
@@ -46,7 +47,7 @@ def read_inputs(pipe: Pipeline, inputs: list[Any]) -> list[dict]:
         if not path.exists():
             raise InputError(f"input not found: {entry}")
         if path.is_dir():
-            manifest = path / "manifest.jsonl"
+            manifest = path / JobFolder.MANIFEST  # an input folder may hold a manifest, as a job folder does
             if manifest.exists():
                 items += _read_jsonl(manifest, audio_field)
                 continue

@@ -1,9 +1,10 @@
-"""Gather a finished job's batches into outputs.jsonl, errors.jsonl and summary.json."""
+"""Gather a finished job's batches into its outputs, errors and summary files (see JobFolder)."""
 from __future__ import annotations
 
 from collections import defaultdict
 
 from flows.job import Job
+from flows.job_folder import JobFolder
 from flows.metrics import METRICS
 
 
@@ -69,7 +70,7 @@ def collect(job: Job, stage_runs: dict[str, list[dict | None]], failures: dict[t
         "failed": len(err_rows), "stages": stats, "metrics": metrics,
         "wall_seconds": round(wall_seconds, 3), "batch_size": max(map(len, job.batches), default=0),
     }
-    store.write_jsonl("outputs.jsonl", out_rows)
-    store.write_jsonl("errors.jsonl", err_rows)
-    store.write_json("summary.json", summary)
+    store.write_jsonl(JobFolder.OUTPUTS, out_rows)
+    store.write_jsonl(JobFolder.ERRORS, err_rows)
+    store.write_json(JobFolder.SUMMARY, summary)
     return summary

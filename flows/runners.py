@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
+
+# The driver's folder when its `module:attribute` code is importable from there: workers append it to
+# sys.path (flows/job.py), behind installed packages. PYTHONPATH would put it ahead of site-packages.
+USER_PATH_ENV = "CASCADEKIT_USER_PATH"
 
 
 class RunnerError(ValueError):
@@ -37,7 +42,7 @@ def make_task_runner(name: str = "local", workers: int = 2, address: str | None 
 def _ray_worker_env(address: str | None) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
-    from flows.prefect_env import DEFAULTS
+    from flows.settings import DEFAULTS
 
     api = PREFECT_API_URL.value()
     if not api:
@@ -53,8 +58,10 @@ def _ray_worker_env(address: str | None) -> dict[str, str]:
         api = server.api_url
     env = {k: os.environ.get(k, v) for k, v in DEFAULTS.items()}
     env["PREFECT_API_URL"] = api
-    # Stages named `module:Class` from the driver's folder (like `python -m`) must import on workers too.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    if os.getcwd() in sys.path:  # stages named `module:Class` from the driver's folder import on workers too
+        env[USER_PATH_ENV] = os.getcwd()
     return env
 
 

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows import prefect_env
+from flows import settings
 
 GPU_LIMIT_PREFIX = "gpu-"
 
@@ -34,8 +34,8 @@ def server_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
 
 
 def server_env(ui: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in prefect_env.embedded_only}
-    for key, value in prefect_env.DEFAULTS.items():
+    env = {k: v for k, v in os.environ.items() if k not in settings.embedded_only}
+    for key, value in settings.DEFAULTS.items():
         env.setdefault(key, value)
     env.pop("PREFECT_API_URL", None)  # the server is the API; it must not look for another one
     if ui:

@@ -1,10 +1,7 @@
 """The run store: every stage × micro-batch result, content-addressed, atomic.
 
-Layout under the job root (a local folder or any fsspec URI):
-
-    manifest.jsonl                    the input items, in order
-    stages/<node>/<key>.jsonl         one line per item: {"id", "output"} or {"id", "error"}
-    outputs.jsonl errors.jsonl summary.json
+A batch file (its name: flows/job_folder.py) holds one line per item:
+{"id", "output"} or {"id", "error"}.
 
 `key` hashes the stage's fingerprint with the batch's input digest, so a
 rerun finds finished batches and a changed stage recomputes only itself.
@@ -13,16 +10,16 @@ Only JSON crosses process and machine borders; no pickle.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
-import socket
 import threading
 from collections import OrderedDict
 from typing import Any, Iterable
 
 import fsspec
 import orjson
+
+from flows.job_folder import JobFolder
 
 
 def digest(obj: Any) -> str:
@@ -75,7 +72,7 @@ class RunStore:
             self.fs.makedirs(folder, exist_ok=True)
             self._made_dirs.add(folder)
         if self._local:
-            tmp = f"{path}.tmp-{_HOST}-{os.getpid()}-{next(_tmp_counter)}"  # unique per host, process, write
+            tmp = JobFolder.temp_name(path)
             with open(tmp, "wb") as f:
                 f.write(data)
                 if durable:
@@ -105,7 +102,7 @@ class RunStore:
 
     # -- stage batches --------------------------------------------------
     def batch_rel(self, node: str, key: str) -> str:
-        return f"stages/{node}/{key}.jsonl"
+        return JobFolder.batch_file(node, key)
 
     def stored_batch(self, node: str, key: str, ids: list[str]) -> list[dict] | None:
         """The stored rows of a batch if they are whole (one row per id, in order); None to recompute.
@@ -180,11 +177,6 @@ _recent = _RecentBatches()
 def forget_batches(url: str) -> None:
     """Drop the cached rows of every batch under the job root `url`."""
     _recent.drop_root(url)
-
-
-# Temporary names only need to be unique, and uuid4 reads os.urandom, which is slow on some VMs.
-_HOST = socket.gethostname()
-_tmp_counter = itertools.count()
 
 
 def _protocols(fs) -> tuple:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stages.base import Stage
+from stages.base import Stage, stage_from_spec
 from pipelines.typecheck import assignable, type_name
 
 INPUT = "input"
@@ -163,6 +163,26 @@ class Pipeline:
         while name in self.nodes:
             name, i = f"{base}{i}", i + 1
         return name
+
+    # -- as JSON (what a job folder stores and every worker rebuilds) ---------
+    def to_spec(self) -> dict:
+        return {
+            "name": self.name,
+            "nodes": [{"name": n, "stage": self.nodes[n].stage.spec(),
+                       "bindings": {k: list(v) for k, v in self.nodes[n].bindings.items()}} for n in self.order()],
+            "metrics": [m.__dict__ for m in self.metrics],
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Pipeline":
+        """The pipeline `to_spec` described, every edge type-checked again."""
+        pipe = cls(spec["name"], metrics=[Metric(**m) for m in spec.get("metrics", [])])
+        for node in spec["nodes"]:
+            pipe.add(node["name"], stage_from_spec(node["stage"]))
+        for node in spec["nodes"]:
+            for dst_field, (src, src_field) in node["bindings"].items():
+                pipe._bind(src, src_field, node["name"], dst_field)
+        return pipe.validate()
 
     # -- reading --------------------------------------------------------
     def order(self) -> list[str]:

@@ -1,8 +1,8 @@
 """Ready-made cascades: speech translation (ASR -> MT) and its single-stage parts.
 
-Defaults point at the small demo models the repo trains and ships under
-assets/models; pass real checkpoints (`-p asr_model=small -p mt_model=...`)
-for real work.
+In a source checkout the models default to the small demo models under
+assets/models. An installed package does not ship them: pass models
+(`-p asr_model=small -p mt_model=...`), as you would for real work anyway.
 """
 from __future__ import annotations
 
@@ -20,11 +20,27 @@ DEMO_MT = str(ASSETS / "mt-en-de")
 DEMO_LM = str(ASSETS / "lm-en")
 
 
-def speech_translation(target: str = "de", source: str | None = "en", asr_model: str = DEMO_ASR,
-                       mt_model: str = DEMO_MT, beam_size: int | None = None, mt_beams: int = 4,
+class ModelRequired(ValueError):
+    """A ready-made pipeline was given no model where no demo model is at hand. A usage error."""
+
+
+def _or_demo(value: str | None, demo: str, param: str, pipeline: str) -> str:
+    """The model the user gave, or the demo model when this is a checkout (assets/models exists)."""
+    if value:
+        return value
+    if ASSETS.is_dir():
+        return demo
+    raise ModelRequired(f"{pipeline} needs a model: pass -p {param}=NAME_OR_PATH (the demo models under "
+                        "assets/ come only with a source checkout)")
+
+
+def speech_translation(target: str = "de", source: str | None = "en", asr_model: str | None = None,
+                       mt_model: str | None = None, beam_size: int | None = None, mt_beams: int = 4,
                        asr_nbest: int = 0, mt_ensemble: str = "", combiner: str = "linear",
                        asr_batch: int = 32, device: str = "auto") -> Pipeline:
     """Speech in, translation out: whisper ASR -> seq2seq MT (or a comma-separated MT ensemble)."""
+    asr_model = _or_demo(asr_model, DEMO_ASR, "asr_model", "speech-translation")
+    mt_model = None if mt_ensemble else _or_demo(mt_model, DEMO_MT, "mt_model", "speech-translation")
     asr = WhisperASR(model=asr_model, language=source, beam_size=beam_size or (asr_nbest or None),
                      nbest=asr_nbest, decode_batch=asr_batch, device=device)
     if mt_ensemble:
@@ -39,23 +55,26 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
     return pipe.add("asr", asr).add("mt", mt).connect("asr", "mt").validate()
 
 
-def transcribe(model: str = DEMO_ASR, language: str | None = None, beam_size: int | None = None,
+def transcribe(model: str | None = None, language: str | None = None, beam_size: int | None = None,
                device: str = "auto") -> Pipeline:
     """Speech in, transcript out (whisper)."""
+    model = _or_demo(model, DEMO_ASR, "model", "transcribe")
     pipe = Pipeline("transcribe", metrics=[Metric("wer", "asr", "text", f"ref_{language or 'en'}")])
     return pipe.add("asr", WhisperASR(model=model, language=language, beam_size=beam_size, device=device))
 
 
-def translate(target: str = "de", source: str | None = "en", model: str = DEMO_MT, beams: int = 4,
+def translate(target: str = "de", source: str | None = "en", model: str | None = None, beams: int = 4,
               device: str = "auto") -> Pipeline:
     """Text in, translation out (seq2seq MT)."""
+    model = _or_demo(model, DEMO_MT, "model", "translate")
     pipe = Pipeline("translate", metrics=[Metric("bleu", "mt", "text", f"ref_{target}")])
     return pipe.add("mt", Translate(model=model, source_lang=source, target_lang=target, num_beams=beams,
                                     device=device))
 
 
-def generate(model: str = DEMO_LM, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
+def generate(model: str | None = None, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
              device: str = "auto") -> Pipeline:
     """Prompt in, continuation out (causal LM)."""
+    model = _or_demo(model, DEMO_LM, "model", "generate")
     return Pipeline("generate").add("generate", Generate(model=model, max_new_tokens=max_new_tokens,
                                                          do_sample=do_sample, seed=seed, device=device))

@@ -6,7 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-import flows  # noqa: E402,F401  (applies cascadekit's Prefect defaults before prefect loads)
+from flows import settings  # noqa: E402
+
+settings.apply()  # cascadekit's Prefect and thread defaults, before any test imports prefect or torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +27,8 @@ def prefect_server():
 def cli_env():
     """Environment for `cascade` subprocesses: repo importable, the session's Prefect server."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # No empty entry: Python reads one as the current folder, ahead of site-packages.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
     return env
 
 

@@ -84,7 +84,8 @@ def test_a_long_lived_worker_reloads_a_job_that_a_new_run_rewrote(tmp_path):
     import shutil
 
     from flows import job as jobs
-    from flows.compile import stage_batch
+    from flows.job_folder import JobFolder
+    from flows.job_flow import stage_batch
     from flows.store import RunStore
     from pipelines.graph import Pipeline
     from tests.toy_stages import Upper
@@ -100,7 +101,7 @@ def test_a_long_lived_worker_reloads_a_job_that_a_new_run_rewrote(tmp_path):
     jobs.write_job(elsewhere, Pipeline.chain(Upper()), [{"id": "b", "text": "new"}], [], 4, "j")
     jobs._live.pop(elsewhere)
     assert run(root, "upper", 0, {}, None, "run-1") == {**first, "cached": True, "seconds": 0.0}  # cached again
-    for name in (jobs.JOB_FILE, jobs.MANIFEST):
+    for name in (JobFolder.JOB, JobFolder.MANIFEST):
         shutil.copy(f"{elsewhere}/{name}", f"{root}/{name}")
     again = run(root, "upper", 0, {}, None, "run-1")
     assert again["key"] == first["key"]  # same run: the cached job is used (and would be stale)
@@ -129,16 +130,16 @@ def test_distributed_commands_refuse_bad_usage_with_exit_2(args, needle, tmp_pat
 
 
 def test_real_server_keeps_automations_that_only_the_embedded_server_drops(monkeypatch):
-    from flows import prefect_env
+    from flows import settings
     from flows.server import server_env
 
     key = "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED"
     monkeypatch.setenv(key, "false")
-    monkeypatch.setattr(prefect_env, "embedded_only", [key])  # we set it, for the temporary server
+    monkeypatch.setattr(settings, "embedded_only", [key])  # we set it, for the temporary server
     env = server_env()
     assert key not in env  # `cascade server` runs automations
     assert env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "200"  # batching stays
-    monkeypatch.setattr(prefect_env, "embedded_only", [])  # the user exported it: their choice wins
+    monkeypatch.setattr(settings, "embedded_only", [])  # the user exported it: their choice wins
     assert server_env()[key] == "false"
 
 
@@ -147,14 +148,16 @@ def test_openmp_threads_sleep_while_waiting_unless_the_user_says_otherwise():
     import subprocess
     import sys
 
-    from flows.prefect_env import DEFAULTS
+    from flows.settings import DEFAULTS
 
-    probe = "import stages, os; print(os.environ['OMP_WAIT_POLICY'])"
+    probe = ("import os, stages, flows; before = os.environ.get('OMP_WAIT_POLICY'); "
+             "from flows import settings; settings.apply(); settings.apply(); "
+             "print(before, os.environ['OMP_WAIT_POLICY'])")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, capture_output=True,  # noqa: E731
-                                   text=True, check=True).stdout.strip()
-    assert out(env) == "PASSIVE"
-    assert out({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+                                   text=True, check=True).stdout.split()
+    assert out(env) == ["None", "PASSIVE"]  # importing sets nothing; apply() does
+    assert out({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "ACTIVE"]
     assert DEFAULTS["OMP_WAIT_POLICY"] == "PASSIVE"  # Ray workers get DEFAULTS as their environment
 
 
@@ -163,7 +166,7 @@ def test_the_temporary_server_logs_only_critical_errors_and_cascade_server_keeps
     import subprocess
     import sys
 
-    probe = ("import os, flows; from flows.server import server_env; "
+    probe = ("import os, flows; from flows import settings; settings.apply(); from flows.server import server_env; "
              "print(os.environ['PREFECT_SERVER_LOGGING_LEVEL'], server_env()['PREFECT_SERVER_LOGGING_LEVEL'])")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_LOGGING_LEVEL", "PREFECT_API_URL")}
     out = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, capture_output=True,  # noqa: E731

@@ -119,7 +119,7 @@ def test_failed_upstream_batch_skips_downstream_without_hanging(tmp_path):
 def test_local_threads_are_capped_at_one_per_stage(tmp_path, monkeypatch):
     import threading
 
-    from flows import compile as compile_mod
+    from flows import job_flow
     from flows.engine import run_stage_batch
 
     threads: dict[str, set] = {}
@@ -128,7 +128,7 @@ def test_local_threads_are_capped_at_one_per_stage(tmp_path, monkeypatch):
         threads.setdefault(node, set()).add(threading.get_ident())
         return run_stage_batch(root, node, index, upstream)
 
-    monkeypatch.setattr(compile_mod, "run_stage_batch", recording)
+    monkeypatch.setattr(job_flow, "run_stage_batch", recording)
     items = [{"id": f"t{i}", "text": f"text {i}"} for i in range(24)]
     assert run(Pipeline.chain(Upper()), items, out=str(tmp_path), job_id="one", batch_size=2, workers=4).exit_code == 0
     assert len(threads.pop("upper")) == 1  # one stage: one thread, however many workers were asked for
@@ -150,7 +150,7 @@ def test_a_finished_job_leaves_nothing_in_memory(tmp_path):
 def test_objects_older_than_a_job_are_frozen_only_while_it_runs(tmp_path, monkeypatch):
     import gc
 
-    from flows import compile as compile_mod
+    from flows import job_flow
     from flows.engine import run_stage_batch
 
     seen = []
@@ -159,7 +159,7 @@ def test_objects_older_than_a_job_are_frozen_only_while_it_runs(tmp_path, monkey
         seen.append(gc.get_freeze_count())
         return run_stage_batch(root, node, index, upstream)
 
-    monkeypatch.setattr(compile_mod, "run_stage_batch", recording)
+    monkeypatch.setattr(job_flow, "run_stage_batch", recording)
     assert gc.get_freeze_count() == 0
     assert run(Upper() >> Split(), TEXTS, out=str(tmp_path), job_id="frozen", batch_size=4).exit_code == 0
     # Objects older than the job (imports, the items) are frozen while it runs: full collections skip them.

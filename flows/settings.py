@@ -1,13 +1,22 @@
-"""Prefect settings cascadekit wants before `prefect` is imported anywhere.
+"""cascadekit's process settings: Prefect and thread defaults, applied by the entry points.
 
-Only defaults: anything the user exported wins.
+Nothing happens on import. `apply()` runs first thing in the `cascade` command, in
+`flows.run_job.run`, in the tests' conftest and in the benchmarks; call it yourself
+before importing prefect or torch when you drive stages from your own code. It only
+sets defaults: anything the user exported wins. Calling it again does nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
-from stages import THREAD_ENV_DEFAULTS
+# torch's OpenMP threads spin while they wait, by default: they keep both cores busy and take them from
+# the Prefect threads and server that run beside the stages. Waiting threads that sleep cost the stages
+# nothing measurable here and leave the gaps to the orchestration (benchmarks/bench_overhead.py, batches
+# of 64: flow/loop 1.11-1.15 with libgomp's default spinning, 0.99-1.06 sleeping). libgomp reads it when
+# torch loads, so it must be set before torch is imported.
+THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 DEFAULTS = {
     **THREAD_ENV_DEFAULTS,  # also for Ray workers, which get DEFAULTS as their environment
@@ -48,9 +57,15 @@ EMBEDDED_SERVER = {
 
 
 embedded_only: list[str] = []  # EMBEDDED_SERVER keys set by us (not the user): `cascade server` drops them
+_applied = False
 
 
-def apply_defaults() -> None:
+def apply() -> None:
+    """Set cascadekit's defaults in os.environ and quiet the temporary server's shutdown noise."""
+    global _applied
+    if _applied:
+        return
+    _applied = True
     exported = set(os.environ)  # the user's choices, which always win
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -72,4 +87,25 @@ def _drop_cancelled(record: logging.LogRecord) -> bool:
     return not (type(exc).__name__ == "CancelledError" or "CancelledError" in text)
 
 
-apply_defaults()
+_quiet_settings: dict[int, tuple] = {}  # id(settings) -> (settings, the same without heartbeats)
+
+
+def no_heartbeats_without_a_server():
+    """A context with Prefect's flow heartbeats off when there is no real server.
+
+    Heartbeats let a long-lived server spot crashed runs; the temporary one dies with us.
+    Prefect's heartbeat thread sleeps in 1 s steps, so joining it costs up to a
+    second at the end of every job. Building the changed settings costs ~0.1 s,
+    so it is done once per settings object.
+    """
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    if os.environ.get("PREFECT_API_URL"):
+        return contextlib.nullcontext()
+    ctx = get_settings_context()
+    base, quiet = _quiet_settings.get(id(ctx.settings), (None, None))
+    if base is not ctx.settings:
+        quiet = ctx.settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+        _quiet_settings[id(ctx.settings)] = (ctx.settings, quiet)
+    return SettingsContext(profile=ctx.profile, settings=quiet)
