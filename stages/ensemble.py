@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from stages.base import ItemFailure, Stage, StageConfig
+from stages.base import Stage, StageConfig
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.runtime.model_cache import load_cached, path_identity, pick_device
+from stages.runtime.token_limits import fit_token_limit
 from stages.payloads import Hypothesis, Translation
 from stages.translate import SourceText, model_max_positions
 
@@ -78,16 +79,14 @@ class EnsembleTranslate(Stage):
         members = self.members()
         tok = members[0].tokenizer
         limit = min(cfg.max_input_tokens, *(model_max_positions(m.model) for m in members))
-        results: list = [None] * len(batch)
+        results, fits = fit_token_limit(tok, [item.text for item in batch], limit,
+                                        "source has {n} tokens, over max_input_tokens={limit}")
         todo = []
-        for i, item in enumerate(batch):
-            n = len(tok(item.text)["input_ids"])
-            if not item.text.strip():
-                results[i] = Translation(text="", language=cfg.target_lang, source_text=item.text)
-            elif n > limit:
-                results[i] = ItemFailure(f"source has {n} tokens, over max_input_tokens={limit}")
-            else:
+        for i in fits:
+            if batch[i].text.strip():
                 todo.append(i)
+            else:  # a blank source translates to nothing
+                results[i] = Translation(text="", language=cfg.target_lang, source_text=batch[i].text)
         todo.sort(key=lambda i: len(batch[i].text))  # less padding per decode call
         for b in range(0, len(todo), cfg.generate_batch):
             idx = todo[b:b + cfg.generate_batch]
