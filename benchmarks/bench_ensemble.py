@@ -23,7 +23,8 @@ import torch
 
 from benchmarks.common import interleaved_medians
 from stages.methods.ensembling import ensemble_generate, load_member
-from stages.testing.tiny_ensemble import build_tokenizer, pseudo_word_corpus, save_tiny_marian
+from stages.testing.tiny_checkpoints import MARIAN_MEMBER, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer, pseudo_word_corpus
 
 
 def main() -> None:
@@ -42,9 +43,10 @@ def main() -> None:
     corpus = pseudo_word_corpus()
     sources = corpus[: args.batch]
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer("metaspace", args.vocab, corpus=corpus)
-        members = [load_member(save_tiny_marian(Path(tmp) / f"m{i}", tokenizer, seed=i, d_model=args.d_model,
-                                                layers=args.layers, ffn=4 * args.d_model, heads=4), device="cpu")
+        tokenizer = bpe_tokenizer("metaspace", args.vocab, corpus=corpus)
+        members = [load_member(save_marian(Path(tmp) / f"m{i}", tokenizer, seed=i, d_model=args.d_model,
+                                           layers=args.layers, ffn=4 * args.d_model, heads=4, **MARIAN_MEMBER),
+                               device="cpu")
                    for i in range(3)]
     decode = dict(num_beams=args.beams, max_new_tokens=args.length, min_new_tokens=args.length,
                   forced_eos_token_id=None)

@@ -39,7 +39,7 @@ DEV_TSV = ROOT / "assets" / "demo" / "corpus" / "dev.tsv"
 def sources(n: int) -> list[str]:
     if DEV_TSV.exists():
         return [line.split("\t")[0] for line in DEV_TSV.read_text().splitlines()[:n]]
-    from stages.testing.tiny_ensemble import toy_corpus
+    from stages.testing.tiny_tokenizers import toy_corpus
 
     return toy_corpus(n)
 
@@ -48,10 +48,11 @@ def mt_model_dir(tmp: str) -> Path:
     """The demo MT model, or (without assets) a random Marian of a similar size."""
     if (DEMO_MT / "config.json").exists():
         return DEMO_MT
-    from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian
+    from stages.testing.tiny_checkpoints import MARIAN_MEMBER, save_marian
+    from stages.testing.tiny_tokenizers import bpe_tokenizer
 
-    tok = build_tokenizer("metaspace", 800)
-    return save_tiny_marian(Path(tmp) / "mt", tok, d_model=160, layers=3, ffn=640, heads=4)
+    tok = bpe_tokenizer("metaspace", 800)
+    return save_marian(Path(tmp) / "mt", tok, d_model=160, layers=3, ffn=640, heads=4, **MARIAN_MEMBER)
 
 
 def bench_mask_predict(texts: list[str], tok, T: int, beam: int, repeats: int) -> dict:

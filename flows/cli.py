@@ -77,7 +77,7 @@ def run(
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
     from pipelines.graph import WiringError
-    from pipelines.registry import PipelineNotFound, resolve
+    from pipelines.catalog import PipelineNotFound, resolve
     from flows.job_folder import NoSpaceLeft
     from flows.manifest import InputError
     from flows.run_job import run as run_job
@@ -209,20 +209,24 @@ def status(job_dir: str = typer.Argument(..., help="a job folder (OUT/JOB_ID) or
 
 @app.command("list")
 def list_() -> None:
-    """List built-in pipelines and stages."""
-    from pipelines.registry import describe_builtins
-    from stages import STAGES
+    """List the pipelines and stage kinds: built-in and from installed packages' entry points."""
+    from pipelines.catalog import describe_pipelines
+    from stages import STAGES, RegistryError
 
+    try:
+        pipelines, stages = describe_pipelines(), STAGES.load_all()
+    except RegistryError as exc:
+        usage_error(str(exc))
     table = Table(title="pipelines")
     table.add_column("name")
     table.add_column("what")
-    for name, doc in describe_builtins():
+    for name, doc in pipelines:
         table.add_row(name, doc)
     out.print(table)
     table = Table(title="stages")
     for col in ("kind", "class", "input → output"):
         table.add_column(col)
-    for kind, cls in STAGES().items():
+    for kind, cls in stages.items():
         table.add_row(kind, f"{cls.__module__}.{cls.__name__}", f"{cls.Input.__name__} → {cls.Output.__name__}")
     out.print(table)
 
@@ -285,7 +289,7 @@ def deploy(
 ) -> None:
     """Create a scheduled deployment that runs PIPELINE over the inputs (resuming one job each time)."""
     from pipelines.graph import WiringError
-    from pipelines.registry import PipelineNotFound, resolve
+    from pipelines.catalog import PipelineNotFound, resolve
     from flows.deploy import deploy as make_deployment
     from flows.server import ServerError, require_api
 

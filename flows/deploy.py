@@ -25,7 +25,7 @@ def scheduled_job(pipeline: str, inputs: list[str], out: str, job_id: str, param
                   batch_size: int = 16, runner: str = "local", workers: int = 2, ray_address: str | None = None,
                   gpu_limit: str | None = None, workdir: str | None = None) -> dict:
     """Resolve the pipeline, expand the input globs as they are now, run (or resume) the job."""
-    from pipelines.registry import resolve
+    from pipelines.catalog import resolve
     from flows import settings
     from flows.manifest import read_inputs
     from flows.run_job import run

@@ -154,10 +154,6 @@ def _error_kind(exc: BaseException) -> str:
 
 def stage_from_spec(spec: dict) -> Stage:
     """Rebuild a stage from `Stage.spec()` (used by workers in other processes)."""
-    import importlib
+    from stages.registry import load_target
 
-    module, _, qualname = spec["cls"].partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj(spec.get("config") or {})
+    return load_target(spec["cls"])(spec.get("config") or {})

@@ -5,10 +5,8 @@ same Output. Members share a vocabulary; each keeps its own KV cache.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from stages.base import Stage, StageConfig
 from stages.methods.upstream_nbest import best_by_item, candidate_sources
@@ -21,7 +19,7 @@ from stages.translate import SourceText, model_max_positions
 class EnsembleTranslateConfig(StageConfig):
     members: list[str] = Field(..., min_length=1, description="hub ids or local dirs sharing one vocabulary")
     weights: list[float] | None = Field(None, description="λ per member; None = uniform; log_linear allows < 0")
-    combiner: Literal["linear", "log_linear"] = "linear"
+    combiner: str = Field("linear", description="linear, log_linear, or a `cascadekit.combiners` entry point")
     router: str | None = Field(None, description="dir of a trained router (router.json + safetensors)")
     top_k: int | None = Field(None, ge=1, description="with a router: run only the k best members per input")
     num_beams: int = Field(4, ge=1)
@@ -35,6 +33,15 @@ class EnsembleTranslateConfig(StageConfig):
     generate_batch: int = Field(32, ge=1)
     target_lang: str | None = None
     dtype: str = "auto"
+
+    @field_validator("combiner")
+    @classmethod
+    def _known_combiner(cls, name: str) -> str:
+        from stages.methods.ensembling.combiners import COMBINERS  # the ensembling package is slow to import
+
+        if name not in COMBINERS:
+            raise ValueError(f"unknown combiner {name!r}; known: {', '.join(COMBINERS.names())}")
+        return name
 
     @model_validator(mode="after")
     def _weights_match(self):

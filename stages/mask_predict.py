@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from stages.base import ItemFailure, Stage, StageConfig
+from stages.base import Stage, StageConfig
 from stages.runtime.model_cache import load_cached, path_identity, pick_device, pick_dtype
+from stages.runtime.token_limits import fit_token_limit
 from stages.methods.refinement.cmlm import load_cmlm
 from stages.methods.refinement.refine_loop import RefineOutput, refine_loop
 from stages.methods.refinement.mask_predict_steps import MaskPredictStep
@@ -65,14 +66,8 @@ class MaskPredict(Stage):
         c = self.config
         model, tok = self.load()
         limit = model.config.max_source_positions
-        results: list = [None] * len(batch)
-        todo = []
-        for i, item in enumerate(batch):
-            n = len(tok(item.text)["input_ids"])
-            if n > limit:
-                results[i] = ItemFailure(f"source has {n} tokens, over the CMLM's {limit} source positions")
-            else:
-                todo.append(i)
+        results, todo = fit_token_limit(tok, [item.text for item in batch], limit,
+                                        "source has {n} tokens, over the CMLM's {limit} source positions")
         step = MaskPredictStep(model, tok, c.iterations, c.length_beam, c.max_length, c.batch_size)
         states = refine_loop([batch[i].text for i in todo], step, c.iterations,
                              stop_when_unchanged=c.stop_when_unchanged)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from stages.base import ItemFailure, Stage, StageConfig
+from stages.base import Stage, StageConfig
 from stages.runtime.hf_loading import hf_identity, load_hf
+from stages.runtime.token_limits import fit_token_limit
 from stages.methods.refinement.refine_loop import RefineOutput, refine_loop
 from stages.methods.refinement.unmasking_steps import MaskedDiffusionStep
 
@@ -58,14 +59,8 @@ class MaskedDiffusionRepair(Stage):
         c = self.config
         model, tok = load_hf("AutoModelForMaskedLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code)
         limit = min(c.max_tokens, getattr(model.config, "max_position_embeddings", None) or c.max_tokens)
-        results: list = [None] * len(batch)
-        todo = []
-        for i, item in enumerate(batch):
-            n = len(tok(item.text)["input_ids"])
-            if n > limit:
-                results[i] = ItemFailure(f"text has {n} tokens, over max_tokens={limit}; split it")
-            else:
-                todo.append(i)
+        results, todo = fit_token_limit(tok, [item.text for item in batch], limit,
+                                        "text has {n} tokens, over max_tokens={limit}; split it")
         step = MaskedDiffusionStep(model, tok, c.steps, c.remask_fraction, c.confidence_threshold, limit)
         states = refine_loop([batch[i].text for i in todo], step, c.steps + 1)
         for i, s in zip(todo, states):

@@ -44,16 +44,16 @@ def tiny_whisper(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_marian(tmp_path_factory):
-    from stages.testing.tiny_checkpoints import make_marian
+    from stages.testing.tiny_checkpoints import save_marian
 
-    return make_marian(tmp_path_factory.mktemp("marian"))
+    return save_marian(tmp_path_factory.mktemp("marian"))
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory):
-    from stages.testing.tiny_checkpoints import make_gpt2
+    from stages.testing.tiny_checkpoints import save_gpt2
 
-    return make_gpt2(tmp_path_factory.mktemp("gpt2"))
+    return save_gpt2(tmp_path_factory.mktemp("gpt2"))
 
 
 @pytest.fixture(scope="session")

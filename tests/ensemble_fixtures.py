@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from stages.methods.ensembling import load_member
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian
+from stages.testing.tiny_checkpoints import MARIAN_MEMBER, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -19,5 +20,5 @@ def one_torch_thread():
 def marians(tmp_path_factory):
     """Three random Marian members sharing one tokenizer."""
     root = tmp_path_factory.mktemp("marian")
-    tok = build_tokenizer("metaspace", 120)
-    return [load_member(save_tiny_marian(root / f"m{i}", tok, seed=i), device="cpu") for i in range(3)]
+    tok = bpe_tokenizer("metaspace", 120)
+    return [load_member(save_marian(root / f"m{i}", tok, seed=i, **MARIAN_MEMBER), device="cpu") for i in range(3)]

@@ -4,7 +4,6 @@ Importable by the CLI as tests.toy_bad_pipelines:NAME.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.graph import Pipeline
@@ -37,20 +36,6 @@ def from_yaml(config: str) -> Pipeline:
     if not isinstance(data, dict) or set(data) != {"translate"} or not isinstance(data["translate"], dict):
         raise ValueError(f"{config}: expected one key 'translate' holding a mapping")
     return translate(**data["translate"])
-
-
-def make_multilingual_whisper(path: Path, seed: int = 0) -> Path:
-    """A random *multilingual* whisper checkpoint (n_vocab 51865): language codes matter to it."""
-    import torch
-    from whisper.model import ModelDimensions, Whisper
-
-    torch.manual_seed(seed)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=200, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-                           n_vocab=51865, n_text_ctx=32, n_text_state=64, n_text_head=2, n_text_layer=1)
-    state = {k: v.half() for k, v in Whisper(dims).state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"dims": asdict(dims), "model_state_dict": state}, path)
-    return path
 
 
 def poison_with_nan(model_dir: Path, out_dir: Path) -> Path:

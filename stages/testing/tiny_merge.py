@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face models for merge tests and the benchmark (no downloads).
+"""Tiny random Hugging Face models for the merge tests: fine-tunes of a base (no downloads).
 
 Parameters are drawn from N(0, scale²) (not the HF init, whose constant norms would make
 magnitudes tie), so top-k selections are unambiguous.
@@ -10,21 +10,10 @@ from typing import Optional, Union
 
 import torch
 
+from stages.testing.tiny_checkpoints import tiny_marian
+from stages.testing.tiny_tokenizers import numbered_word_tokenizer
+
 PathLike = Union[str, Path]
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(60)]
-
-
-def save_tokenizer(out_dir: PathLike, vocab_size: int = 64) -> None:
-    """A word-level fast tokenizer with `vocab_size` tokens (tokenizer.json + tokenizer_config.json)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = (VOCAB + [f"x{i}" for i in range(max(0, vocab_size - len(VOCAB)))])[:vocab_size]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(str(out_dir))
 
 
 def _randomize(model: torch.nn.Module, seed: int, scale: float, like: Optional[torch.nn.Module]) -> None:
@@ -61,13 +50,8 @@ def marian(
     finetune_of: Optional[torch.nn.Module] = None, scale: float = 1.0, tokenizer: bool = True,
 ) -> torch.nn.Module:
     """A tiny MarianMTModel (encoder-decoder, tied embeddings) saved to out_dir."""
-    from transformers import MarianConfig, MarianMTModel
-
-    cfg = MarianConfig(vocab_size=vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
-                       decoder_ffn_dim=2 * d_model, max_position_embeddings=64, pad_token_id=0,
-                       eos_token_id=2, decoder_start_token_id=0)
-    model = MarianMTModel(cfg)
+    model = tiny_marian(numbered_word_tokenizer(vocab_size), seed=seed, d_model=d_model, layers=layers,
+                        ffn=2 * d_model)
     _randomize(model, seed, scale, finetune_of)
     _save(model, out_dir, None, tokenizer, vocab_size)
     return model
@@ -78,4 +62,4 @@ def _save(model: torch.nn.Module, out_dir: PathLike, max_shard_size: Optional[st
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(str(out_dir), **kwargs)
     if tokenizer:
-        save_tokenizer(out_dir, vocab_size)
+        numbered_word_tokenizer(vocab_size).save_pretrained(str(out_dir))

@@ -20,8 +20,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from flows.cli import app
+from stages.testing.tiny_checkpoints import make_whisper
 from tests.audio_samples import tone
-from tests.toy_bad_pipelines import make_multilingual_whisper, poison_with_nan
+from tests.toy_bad_pipelines import poison_with_nan
 
 
 def cascade(*args: str):
@@ -214,7 +215,7 @@ def test_config_problems_are_usage_errors(tiny_marian, tmp_path):
 
 
 def test_unknown_language_code_is_a_usage_error(tiny_marian, tmp_path):
-    model = make_multilingual_whisper(tmp_path / "multi.pt")
+    model = make_whisper(tmp_path / "multi.pt", n_vocab=51865, sharpen=1.0)  # multilingual: language codes matter
     sf.write(tmp_path / "a.wav", tone(1.0), 16000)
     res = cascade("run", "tests.toy_bad_pipelines:asr_mt", tmp_path / "a.wav", "--out", tmp_path, "--job-id", "lang",
                   "-p", f"asr_model={model}", "-p", f"mt_model={tiny_marian}", "-p", "language=xx")

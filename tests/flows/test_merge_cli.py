@@ -7,13 +7,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stages.testing import tiny_merge as tiny_models
+from stages.testing import tiny_merge
 from tests.conftest import CASCADE
 
 
 def test_cli_merge_writes_the_linear_average(tmp_path, cli_env):
-    base = tiny_models.llama(tmp_path / "a", 1, tokenizer=True)
-    tiny_models.llama(tmp_path / "b", 2, finetune_of=base, scale=0.5, tokenizer=True)
+    base = tiny_merge.llama(tmp_path / "a", 1, tokenizer=True)
+    tiny_merge.llama(tmp_path / "b", 2, finetune_of=base, scale=0.5, tokenizer=True)
     cfg = tmp_path / "merge.yml"
     cfg.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32", "models": [
         {"model": str(tmp_path / "a"), "parameters": {"weight": 1.0}},

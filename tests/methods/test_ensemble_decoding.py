@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from stages.methods.ensembling import EnsembleOptions, Ensemble, EnsembleConfig, MemberSpec, ensemble_generate, load_member
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_gpt2, save_tiny_marian
+from stages.testing.tiny_checkpoints import GPT2_MEMBER, MARIAN_MEMBER, save_gpt2, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer
 from tests.ensemble_fixtures import one_torch_thread, marians  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog", "green tree near the river today"]
@@ -17,8 +18,8 @@ SOURCES = ["the cat sat on the mat", "a dog", "green tree near the river today"]
 @pytest.fixture(scope="module")
 def gpt2s(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt2")
-    tok = build_tokenizer("byte_level", 300)
-    return [load_member(save_tiny_gpt2(root / f"g{i}", tok, seed=i), device="cpu") for i in range(3)]
+    tok = bpe_tokenizer("byte_level", 300)
+    return [load_member(save_gpt2(root / f"g{i}", tok, seed=i, **GPT2_MEMBER), device="cpu") for i in range(3)]
 
 
 def _hf_rows(member, kwargs):
@@ -168,8 +169,9 @@ def test_members_with_different_vocabularies_are_refused(marians, gpt2s):
 
 
 def test_ensemble_from_config_loads_members_from_local_dirs(marians, tmp_path):
-    tok = build_tokenizer("metaspace", 120)
-    specs = [MemberSpec(path=str(save_tiny_marian(tmp_path / f"m{i}", tok, seed=i)), weight=w, device="cpu")
+    tok = bpe_tokenizer("metaspace", 120)
+    specs = [MemberSpec(path=str(save_marian(tmp_path / f"m{i}", tok, seed=i, **MARIAN_MEMBER)), weight=w,
+                        device="cpu")
              for i, w in ((0, 0.5), (1, 0.3), (2, 0.2))]
     ensemble = Ensemble.from_config(EnsembleConfig(members=specs, decoding={"num_beams": 3, "max_new_tokens": 10}))
     direct = ensemble_generate(marians, SOURCES, weights=[0.5, 0.3, 0.2], num_beams=3, max_new_tokens=10)
@@ -181,7 +183,7 @@ def test_ensemble_from_config_loads_members_from_local_dirs(marians, tmp_path):
 
 def test_seq2seq_and_causal_members_sharing_a_vocabulary_mix(marians, tmp_path):
     # A causal LM over the same vocabulary (shallow-fusion style); lengths follow the first member.
-    lm = load_member(save_tiny_gpt2(tmp_path / "lm", marians[0].tokenizer, seed=5), device="cpu")
+    lm = load_member(save_gpt2(tmp_path / "lm", marians[0].tokenizer, seed=5, **GPT2_MEMBER), device="cpu")
     kwargs = dict(weights=[0.7, 0.3], num_beams=2, max_new_tokens=10, pad_token_id=0)
     cached = ensemble_generate([marians[0], lm], SOURCES, **kwargs)
     uncached = ensemble_generate([marians[0], lm], SOURCES, use_cache=False, **kwargs)

@@ -5,7 +5,8 @@ import torch
 
 from stages.methods.ensembling import ensemble_generate, load_member, mbr_select, pool_nbest, rerank
 from stages.methods.ensembling.forced_scoring import sequence_logprobs, token_logprobs
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_gpt2, save_tiny_marian
+from stages.testing.tiny_checkpoints import GPT2_MEMBER, MARIAN_MEMBER, save_gpt2, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer
 from tests.ensemble_fixtures import one_torch_thread  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog"]
@@ -17,10 +18,10 @@ CANDIDATES = [["the cat sat", "a cat on the mat", "dog"], ["a dog ran", "the big
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     root = tmp_path_factory.mktemp("rerank")
-    meta, byte = build_tokenizer("metaspace", 120), build_tokenizer("byte_level", 300)
-    return [load_member(save_tiny_marian(root / "m0", meta, seed=0), device="cpu"),
-            load_member(save_tiny_marian(root / "m1", meta, seed=1), device="cpu"),
-            load_member(save_tiny_gpt2(root / "g", byte, seed=2), device="cpu")]
+    meta, byte = bpe_tokenizer("metaspace", 120), bpe_tokenizer("byte_level", 300)
+    return [load_member(save_marian(root / "m0", meta, seed=0, **MARIAN_MEMBER), device="cpu"),
+            load_member(save_marian(root / "m1", meta, seed=1, **MARIAN_MEMBER), device="cpu"),
+            load_member(save_gpt2(root / "g", byte, seed=2, **GPT2_MEMBER), device="cpu")]
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ import torch
 
 from stages.methods.ensembling import MemberRouter, RouterConfig, ensemble_generate, load_member, routed_generate, train_router
 from stages.methods.ensembling.member_router import fit_router, member_token_logprobs, router_loss, source_features
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian, toy_corpus
+from stages.testing.tiny_checkpoints import MARIAN_MEMBER, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer, toy_corpus
 from tests.ensemble_fixtures import one_torch_thread, marians  # noqa: F401  (fixtures)
 
 SOURCES = ["the cat sat on the mat", "a dog", "green tree near the river today", "old man reads a book"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stages.methods.ensembling import ensemble_generate, load_member
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_gpt2, save_tiny_marian
+from stages.testing.tiny_checkpoints import GPT2_MEMBER, MARIAN_MEMBER, save_gpt2, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer
 from stages.methods.ensembling.union_vocab import (EOS, HFVocabMember, UnionVocab, split_piece, token_surfaces, union_generate,
                                          union_generate_members)
 from tests.ensemble_fixtures import one_torch_thread  # noqa: F401  (fixtures)
@@ -91,8 +92,8 @@ def test_a_surface_missing_from_a_member_is_fed_as_several_of_its_tokens():
 
 
 def test_surfaces_of_metaspace_and_byte_level_tokenizers():
-    meta = build_tokenizer("metaspace", 120)
-    byte = build_tokenizer("byte_level", 400)
+    meta = bpe_tokenizer("metaspace", 120)
+    byte = bpe_tokenizer("byte_level", 400)
     meta_s = token_surfaces(meta, len(meta))
     byte_s = token_surfaces(byte, len(byte))
     assert meta_s[meta.convert_tokens_to_ids("▁the")] == " the"
@@ -105,13 +106,13 @@ def test_surfaces_of_metaspace_and_byte_level_tokenizers():
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     root = tmp_path_factory.mktemp("union")
-    meta, meta_big, byte = (build_tokenizer("metaspace", 120), build_tokenizer("metaspace", 200),
-                            build_tokenizer("byte_level", 400, seq2seq=False))
+    meta, meta_big, byte = (bpe_tokenizer("metaspace", 120), bpe_tokenizer("metaspace", 200),
+                            bpe_tokenizer("byte_level", 400, seq2seq=False))
     return {
-        "m0": load_member(save_tiny_marian(root / "m0", meta, seed=0), device="cpu"),
-        "m1": load_member(save_tiny_marian(root / "m1", meta, seed=1), device="cpu"),
-        "big": load_member(save_tiny_marian(root / "big", meta_big, seed=2), device="cpu"),
-        "gpt": load_member(save_tiny_gpt2(root / "gpt", byte, seed=3), device="cpu"),
+        "m0": load_member(save_marian(root / "m0", meta, seed=0, **MARIAN_MEMBER), device="cpu"),
+        "m1": load_member(save_marian(root / "m1", meta, seed=1, **MARIAN_MEMBER), device="cpu"),
+        "big": load_member(save_marian(root / "big", meta_big, seed=2, **MARIAN_MEMBER), device="cpu"),
+        "gpt": load_member(save_gpt2(root / "gpt", byte, seed=3, **GPT2_MEMBER), device="cpu"),
     }
 
 

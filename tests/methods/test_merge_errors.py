@@ -4,16 +4,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stages.methods.merging import MergeConfigError, MergeInputError, load_merge_config, parse_merge_config, run_merge
-from stages.testing import tiny_merge as tiny_models
+from stages.testing import tiny_merge
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("err")
-    base = tiny_models.llama(root / "base", 0, tokenizer=False)
-    tiny_models.llama(root / "a", 1, finetune_of=base, scale=0.5, tokenizer=False)
-    tiny_models.llama(root / "big_vocab", 2, vocab_size=80, tokenizer=False)
-    tiny_models.llama(root / "wide", 3, hidden=32, tokenizer=False)
+    base = tiny_merge.llama(root / "base", 0, tokenizer=False)
+    tiny_merge.llama(root / "a", 1, finetune_of=base, scale=0.5, tokenizer=False)
+    tiny_merge.llama(root / "big_vocab", 2, vocab_size=80, tokenizer=False)
+    tiny_merge.llama(root / "wide", 3, hidden=32, tokenizer=False)
     return root
 
 

@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stages.methods.merging import MergeInputError, MergeConfigError, run_merge
-from stages.testing import tiny_merge as tiny_models
+from stages.testing import tiny_merge
+from stages.testing.tiny_tokenizers import numbered_word_tokenizer
 from stages.methods.merging.lazy_checkpoint import Checkpoint
 
 
@@ -25,9 +26,9 @@ def state(path):
 @pytest.fixture(scope="module")
 def llamas(tmp_path_factory):
     root = tmp_path_factory.mktemp("llamas")
-    base = tiny_models.llama(root / "base", 0, max_shard_size="4KB")  # sharded input with an index
-    tiny_models.llama(root / "a", 1, finetune_of=base, scale=0.3)
-    tiny_models.llama(root / "b", 2, finetune_of=base, scale=0.3)
+    base = tiny_merge.llama(root / "base", 0, max_shard_size="4KB")  # sharded input with an index
+    tiny_merge.llama(root / "a", 1, finetune_of=base, scale=0.3)
+    tiny_merge.llama(root / "b", 2, finetune_of=base, scale=0.3)
     return root
 
 
@@ -62,9 +63,9 @@ def test_pytorch_bin_input_matches_safetensors(llamas, tmp_path):
 
 
 def test_tied_embeddings_are_not_missing(tmp_path):
-    base = tiny_models.llama(tmp_path / "t0", 0, tie=True)
-    tiny_models.llama(tmp_path / "t1", 1, tie=True, finetune_of=base, scale=0.5)
-    tiny_models.llama(tmp_path / "u2", 2, tie=False, finetune_of=base, scale=0.5)  # has its own lm_head
+    base = tiny_merge.llama(tmp_path / "t0", 0, tie=True)
+    tiny_merge.llama(tmp_path / "t1", 1, tie=True, finetune_of=base, scale=0.5)
+    tiny_merge.llama(tmp_path / "u2", 2, tie=False, finetune_of=base, scale=0.5)  # has its own lm_head
     with Checkpoint(tmp_path / "t0") as ck:
         assert "lm_head.weight" not in ck
     out = run_merge(linear_config(tmp_path / "t0", tmp_path / "t1"), tmp_path / "tied")
@@ -120,7 +121,7 @@ def test_existing_output_dir(llamas, tmp_path):
 
 def test_config_and_tokenizer_sources(llamas, tmp_path):
     other = tmp_path / "other_tok"
-    tiny_models.save_tokenizer(other, vocab_size=64)
+    numbered_word_tokenizer(64).save_pretrained(other)
     cfg = json.loads((llamas / "b" / "config.json").read_text())
     cfg["rms_norm_eps"] = 0.125
     (tmp_path / "cfg_src").mkdir()

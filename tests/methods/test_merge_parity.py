@@ -16,7 +16,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from stages.methods.merging import run_merge
-from stages.testing import tiny_merge as tiny_models
+from stages.testing import tiny_merge
 from stages.methods.merging.lazy_checkpoint import Checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,15 +101,15 @@ def _absolute(config, family_dir):
 def parity(mergekit_bin, tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     families = {"llama": root / "llama", "tied": root / "tied", "marian": root / "marian"}
-    base = tiny_models.llama(families["llama"] / "m0", 0)
+    base = tiny_merge.llama(families["llama"] / "m0", 0)
     for i in (1, 2, 3):
-        tiny_models.llama(families["llama"] / f"m{i}", i, finetune_of=base, scale=0.5)
-    tbase = tiny_models.llama(families["tied"] / "m0", 10, tie=True)
+        tiny_merge.llama(families["llama"] / f"m{i}", i, finetune_of=base, scale=0.5)
+    tbase = tiny_merge.llama(families["tied"] / "m0", 10, tie=True)
     for i in (1, 2):
-        tiny_models.llama(families["tied"] / f"m{i}", 10 + i, tie=True, finetune_of=tbase, scale=0.5)
-    mbase = tiny_models.marian(families["marian"] / "m0", 20)
+        tiny_merge.llama(families["tied"] / f"m{i}", 10 + i, tie=True, finetune_of=tbase, scale=0.5)
+    mbase = tiny_merge.marian(families["marian"] / "m0", 20)
     for i in (1, 2):
-        tiny_models.marian(families["marian"] / f"m{i}", 20 + i, finetune_of=mbase, scale=0.5)
+        tiny_merge.marian(families["marian"] / f"m{i}", 20 + i, finetune_of=mbase, scale=0.5)
 
     jobs, results = [], {}
     for name, (family, config, seed) in CASES.items():

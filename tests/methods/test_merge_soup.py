@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stages.methods.merging import greedy_soup, uniform_soup
-from stages.testing import tiny_merge as tiny_models
+from stages.testing import tiny_merge
 from stages.methods.merging.lazy_checkpoint import Checkpoint
 
 
@@ -16,9 +16,9 @@ def weights(model_dir):
 @pytest.fixture(scope="module")
 def candidates(tmp_path_factory):
     root = tmp_path_factory.mktemp("soup")
-    base = tiny_models.llama(root / "base", 0, tokenizer=False)
+    base = tiny_merge.llama(root / "base", 0, tokenizer=False)
     for i, scale in ((1, 0.1), (2, 0.1), (3, 3.0)):  # two close fine-tunes, one far off
-        tiny_models.llama(root / f"ft{i}", i, finetune_of=base, scale=scale, tokenizer=False)
+        tiny_merge.llama(root / f"ft{i}", i, finetune_of=base, scale=scale, tokenizer=False)
     return root
 
 

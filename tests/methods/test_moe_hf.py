@@ -129,7 +129,7 @@ def test_swap_returns_block_names_and_shares_weights():
 
 def test_generation_stage_runs_an_moe_checkpoint_with_our_layer(tiny_mixtral_dir):
     from stages.generate import Generate, Prompt
-    from stages.testing.tiny_checkpoints import word_tokenizer
+    from stages.testing.tiny_tokenizers import word_tokenizer
 
     tok = word_tokenizer(eos="<|endoftext|>", add_eos=False)
     tok.save_pretrained(tiny_mixtral_dir)

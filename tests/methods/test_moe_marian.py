@@ -5,33 +5,26 @@ import json
 
 import pytest
 import torch
-from transformers import GenerationConfig, MarianConfig, MarianMTModel
+from transformers import MarianMTModel
 
 from stages.methods.moe.moe_config import MoEConfig
 from stages.methods.moe.moe_marian import (MarianMoEFFN, choose_layers, convert_marian_to_moe, layer_stats, load_moe_marian,
                                masked_stats, moe_aux_loss, moe_modules, param_counts, save_moe_marian)
-from stages.testing.tiny_checkpoints import word_tokenizer
+from stages.testing.tiny_checkpoints import tiny_marian
+from stages.testing.tiny_tokenizers import word_tokenizer
 
 D, FFN, LAYERS = 32, 48, 2
 
 
-def tiny_marian(seed: int = 0) -> MarianMTModel:
-    torch.manual_seed(seed)
-    tok = word_tokenizer()
-    config = MarianConfig(vocab_size=len(tok), d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=FFN,
-                          decoder_ffn_dim=FFN, max_position_embeddings=64, pad_token_id=0, eos_token_id=1,
-                          decoder_start_token_id=0, forced_eos_token_id=1, scale_embedding=True,
-                          activation_function="gelu", dropout=0.1)
-    model = MarianMTModel(config)
+def tiny_moe_base(seed: int = 0) -> MarianMTModel:
+    model = tiny_marian(seed=seed, d_model=D, layers=LAYERS, ffn=FFN, max_length=12, activation_function="gelu",
+                        dropout=0.1)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # large random weights and biases: the FFN must matter to the output
         for name, p in model.named_parameters():
             if ".fc1." in name or ".fc2." in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0,
-                                               forced_eos_token_id=1, max_length=12, num_beams=1)
-    return model.eval()
+    return model
 
 
 def batch(seed: int = 0):
@@ -63,10 +56,10 @@ def logits(model, b) -> torch.Tensor:
 
 @pytest.mark.parametrize("layers", ["all", "every_other"])
 def test_upcycled_model_computes_the_dense_function(layers):
-    dense = tiny_marian()
+    dense = tiny_moe_base()
     b = batch()
     ref = logits(dense, b)
-    moe = tiny_marian()
+    moe = tiny_moe_base()
     names = convert_marian_to_moe(moe, moe_cfg(), layers=layers, upcycle=True, seed=0)
     assert names == choose_layers(moe, layers) and len(names) == (4 if layers == "all" else 2)
     randomize_routers(moe)  # whatever the router picks, k identical experts with weights summing to 1
@@ -78,14 +71,14 @@ def test_upcycled_model_computes_the_dense_function(layers):
 
 def test_upcycling_without_renormalisation_changes_the_function():
     """Negative control: raw (un-renormalised) top-2 probabilities scale the FFN, so parity must break."""
-    dense, moe = tiny_marian(), tiny_marian()
+    dense, moe = tiny_moe_base(), tiny_moe_base()
     convert_marian_to_moe(moe, moe_cfg(renormalize=False), upcycle=True, seed=0)
     b = batch()
     assert (logits(moe, b) - logits(dense, b)).abs().max() > 1e-2
 
 
 def test_upcycled_experts_are_copies_and_params_counted():
-    dense, moe = tiny_marian(), tiny_marian()
+    dense, moe = tiny_moe_base(), tiny_moe_base()
     convert_marian_to_moe(moe, moe_cfg(), upcycle=True)
     fc1 = dense.model.encoder.layers[1].fc1
     layer = moe_modules(moe)["encoder.layers.1"]
@@ -101,7 +94,7 @@ def test_upcycled_experts_are_copies_and_params_counted():
 
 
 def test_save_load_round_trip_translates_identically(tmp_path):
-    model = tiny_marian()
+    model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(), layers="every_other", upcycle=False, seed=3)
     randomize_routers(model)
     tok = word_tokenizer()
@@ -121,7 +114,7 @@ def test_save_load_round_trip_translates_identically(tmp_path):
 
 
 def test_dense_model_saved_the_same_way_loads_dense(tmp_path):
-    model = tiny_marian()
+    model = tiny_moe_base()
     save_moe_marian(model, None, tmp_path / "d")
     assert not (tmp_path / "d" / "moe_config.json").exists()
     loaded, _ = load_moe_marian(tmp_path / "d", with_tokenizer=False)
@@ -131,7 +124,7 @@ def test_dense_model_saved_the_same_way_loads_dense(tmp_path):
 
 
 def test_aux_loss_reaches_every_router():
-    model = tiny_marian()
+    model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(balance_coef=0.01, z_coef=0.001), upcycle=True, seed=0)
     model.train()
     b = batch()
@@ -147,14 +140,14 @@ def test_aux_loss_reaches_every_router():
 
 
 def test_no_balance_no_z_means_zero_aux_loss():
-    model = tiny_marian()
+    model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(balance_coef=0.0, z_coef=0.0), upcycle=True, seed=0)
     model(**batch())
     assert moe_aux_loss(model).item() == 0.0
 
 
 def test_masked_stats_drop_padding_tokens():
-    model = tiny_marian()
+    model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(), upcycle=True, seed=0)
     randomize_routers(model)
     b = batch()
@@ -169,7 +162,7 @@ def test_masked_stats_drop_padding_tokens():
 
 
 def test_generate_runs_with_sparse_layers_and_records_stats():
-    model = tiny_marian()
+    model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(), upcycle=False, seed=1)
     tok = word_tokenizer()
     enc = tok(["the cat sees a dog ."], return_tensors="pt")
@@ -180,7 +173,7 @@ def test_generate_runs_with_sparse_layers_and_records_stats():
 
 
 def test_bad_conversions_are_refused():
-    model = tiny_marian()
+    model = tiny_moe_base()
     with pytest.raises(ValueError, match="d_model"):
         convert_marian_to_moe(model, moe_cfg(d_model=64))
     with pytest.raises(ValueError, match="unknown layers"):
@@ -193,7 +186,7 @@ def test_bad_conversions_are_refused():
 def test_results_script_names_the_training_command_for_a_missing_model(tmp_path):
     from experiments.results_moe import check_present
 
-    save_moe_marian(tiny_marian(), None, tmp_path / "dense-f256")
+    save_moe_marian(tiny_moe_base(), None, tmp_path / "dense-f256")
     check_present(["dense-f256"], tmp_path)  # present: no exit
     with pytest.raises(SystemExit, match=r"experiments.train_moe_mt --runs moe-scratch$"):
         check_present(["dense-f256", "moe-scratch"], tmp_path)

@@ -10,7 +10,8 @@ from flows import run
 from stages.deliberate import Deliberate
 from stages.methods.refinement.second_pass import fit_draft, join_source_draft
 from stages.translate import Translate
-from stages.testing.tiny_checkpoints import make_marian, word_tokenizer
+from stages.testing.tiny_checkpoints import save_marian
+from stages.testing.tiny_tokenizers import word_tokenizer
 
 DEMO_MT = Path(__file__).resolve().parents[2] / "assets" / "models" / "mt-en-de"
 NEW = 12  # random models ramble: short outputs keep source + draft inside 64 positions
@@ -19,7 +20,7 @@ SOURCES = ["the cat sees a dog .", "who runs ?", "the big red house is not small
 
 @pytest.fixture(scope="module")
 def second_pass(tmp_path_factory):
-    return make_marian(tmp_path_factory.mktemp("second"), seed=7)
+    return save_marian(tmp_path_factory.mktemp("second"), seed=7)
 
 
 def hf_beam(path, texts: list[str], beams: int = 4) -> list[str]:

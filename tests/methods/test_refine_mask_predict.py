@@ -8,8 +8,8 @@ from stages.mask_predict import MaskPredict
 from stages.methods.refinement.cmlm import load_cmlm, save_cmlm
 from stages.methods.refinement.refine_loop import ItemState
 from stages.methods.refinement.mask_predict_steps import MaskPredictStep, lowest_confidence, mask_predict, remask_count
-from stages.testing.tiny_refine import tiny_cmlm
-from stages.testing.tiny_checkpoints import word_tokenizer
+from stages.testing.tiny_checkpoints import tiny_cmlm
+from stages.testing.tiny_tokenizers import word_tokenizer
 
 SOURCES = ["the cat sees a dog .", "who runs ?", "the big red house is not small and the dog runs ."]
 

@@ -12,9 +12,10 @@ from pipelines import Pipeline
 from stages.masked_diffusion import MaskedDiffusionRepair
 from stages.methods.refinement.refine_loop import ItemState
 from stages.methods.refinement.unmasking_steps import MaskedDiffusionStep, masked_diffusion, still_masked_after
-from stages.testing.tiny_refine import save_tiny_bert_mlm, word_mlm_tokenizer
+from stages.testing.tiny_checkpoints import save_bert_mlm
+from stages.testing.tiny_tokenizers import mlm_word_tokenizer
 
-TOK = word_mlm_tokenizer()
+TOK = mlm_word_tokenizer()
 V = len(TOK)
 ID = TOK.convert_tokens_to_ids
 
@@ -82,7 +83,7 @@ def test_nothing_doubtful_means_nothing_changes():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    return save_tiny_bert_mlm(tmp_path_factory.mktemp("bert"))
+    return save_bert_mlm(tmp_path_factory.mktemp("bert"))
 
 
 def test_real_mlm_never_touches_special_tokens(tiny_bert):

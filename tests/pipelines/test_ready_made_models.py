@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines import speech_translation
-from pipelines.registry import resolve
+from pipelines.catalog import resolve
 
 
 def _models(pipe):

@@ -7,14 +7,14 @@ from pipelines import Pipeline
 from stages.base import ItemError
 from stages.ensemble import EnsembleTranslate
 from stages.translate import SourceText, Translate
-from stages.testing.tiny_checkpoints import make_marian
+from stages.testing.tiny_checkpoints import save_marian
 
 SOURCES = ["the cat sees a dog .", "who is not big ?", "a cat runs", "", "the small red house"]
 
 
 @pytest.fixture(scope="module")
 def second_marian(tmp_path_factory):
-    return make_marian(tmp_path_factory.mktemp("marian2"), seed=1)
+    return save_marian(tmp_path_factory.mktemp("marian2"), seed=1)
 
 
 @pytest.mark.parametrize("beams", [1, 3])

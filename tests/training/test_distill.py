@@ -7,7 +7,8 @@ import torch
 from stages.methods.ensembling import LinearCombiner, LogLinearCombiner, load_member
 from stages.training.word_kd import EnsembleTeacher, decoder_inputs_from_labels, kd_loss, word_kd_loss
 from stages.methods.ensembling.member_sessions import Seq2SeqSession
-from stages.testing.tiny_ensemble import build_tokenizer, save_tiny_marian, toy_corpus
+from stages.testing.tiny_checkpoints import MARIAN_MEMBER, save_marian
+from stages.testing.tiny_tokenizers import bpe_tokenizer, toy_corpus
 from tests.ensemble_fixtures import marians, one_torch_thread  # noqa: F401  (fixtures)
 
 
@@ -136,19 +137,19 @@ def test_teacher_temperature_and_zero_weights(marians):  # noqa: F811
 
 
 def test_kl_is_zero_when_student_is_the_one_member_teacher(tmp_path):
-    tok = build_tokenizer("metaspace", 120)
-    path = save_tiny_marian(tmp_path / "m", tok, seed=3)
+    tok = bpe_tokenizer("metaspace", 120)
+    path = save_marian(tmp_path / "m", tok, seed=3, **MARIAN_MEMBER)
     teacher = EnsembleTeacher([load_member(path, device="cpu")], temperature=2.0)
     student = load_member(path, device="cpu").model.eval()
     out = word_kd_loss(student, teacher, _batch(teacher.members[0], PAIRS), alpha=1.0)
     assert out.kl.item() == pytest.approx(0.0, abs=1e-6)
-    other = load_member(save_tiny_marian(tmp_path / "o", tok, seed=4), device="cpu").model.eval()
+    other = load_member(save_marian(tmp_path / "o", tok, seed=4, **MARIAN_MEMBER), device="cpu").model.eval()
     assert word_kd_loss(other, teacher, _batch(teacher.members[0], PAIRS), alpha=1.0).kl.item() > 1e-2
 
 
 def test_word_kd_steps_reduce_kl(marians, tmp_path):  # noqa: F811
     teacher = EnsembleTeacher(marians, combiner="linear", temperature=2.0)
-    student = load_member(save_tiny_marian(tmp_path / "s", marians[0].tokenizer, seed=11),
+    student = load_member(save_marian(tmp_path / "s", marians[0].tokenizer, seed=11, **MARIAN_MEMBER),
                           device="cpu").model.train()
     src = toy_corpus(16, seed=5)
     batch = _batch(marians[0], list(zip(src, reversed(src))))
@@ -184,7 +185,7 @@ def test_word_kd_training_loop_runs_the_members_budget(marians, tmp_path):  # no
     from experiments.train_distill import train_word_kd
     from demo.train_demo_mt import MTTrainConfig
 
-    init = save_tiny_marian(tmp_path / "init", marians[0].tokenizer, seed=7)
+    init = save_marian(tmp_path / "init", marians[0].tokenizer, seed=7, **MARIAN_MEMBER)
     src = toy_corpus(40, seed=2)
     cfg = MTTrainConfig(out_dir=tmp_path / "student", init_from=init, max_steps=3, batch_size=8, warmup=1,
                         threads=1, dev_sentences=3)

@@ -4,9 +4,10 @@
     members = [load_member(d) for d in ("runs/mt-a", "runs/mt-b")]
     nbest = ensemble_generate(members, ["ein Satz"], num_beams=4, weights=[0.6, 0.4])
 
-Modules: decoding (the loop), sessions (per-member KV caches), combiners,
-filters, search (greedy / beam / length penalties), options, members,
-scoring (forced decoding), router, union_vocab, rerank, tiny (test models).
+Modules: ensemble_decoding (the loop), member_sessions (per-member KV caches),
+combiners, logit_filters, token_search (greedy / beam / length penalties),
+ensemble_options, ensemble_members, forced_scoring, member_router, union_vocab,
+nbest_rerank. Tiny test members: stages.testing.tiny_checkpoints (MARIAN_MEMBER).
 """
 
 from stages.methods.ensembling.combiners import COMBINERS, LinearCombiner, LogLinearCombiner, make_combiner

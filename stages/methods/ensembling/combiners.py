@@ -16,9 +16,11 @@ weight each input differently). Output is [rows, vocab] log-probs.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
+
+from stages.registry import Registry
 
 
 class Combiner(Protocol):
@@ -53,13 +55,14 @@ class LogLinearCombiner:
         return torch.log_softmax(scores, dim=-1) if self.normalize else scores
 
 
-COMBINERS: dict[str, type] = {"linear": LinearCombiner, "log_linear": LogLinearCombiner}
+# name -> a class (or factory) whose no-argument call makes a Combiner; group "cascadekit.combiners" adds more.
+COMBINERS: Registry[Callable[[], Combiner]] = Registry("combiner", "cascadekit.combiners", {
+    "linear": "stages.methods.ensembling.combiners:LinearCombiner",
+    "log_linear": "stages.methods.ensembling.combiners:LogLinearCombiner",
+}, check=callable, error=ValueError)
 
 
 def make_combiner(name_or_combiner: str | Combiner) -> Combiner:
     if not isinstance(name_or_combiner, str):
         return name_or_combiner
-    try:
-        return COMBINERS[name_or_combiner]()
-    except KeyError:
-        raise ValueError(f"unknown combiner {name_or_combiner!r}; choose one of {sorted(COMBINERS)}") from None
+    return COMBINERS.load(name_or_combiner)()

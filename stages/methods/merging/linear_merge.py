@@ -8,7 +8,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from stages.methods.merging.merge_methods import register
 from stages.methods.merging.method_base import MethodSpec, ParamSpec, compute_dtype, weight_param
 
 
@@ -28,10 +27,10 @@ def linear(
     return out
 
 
-SPEC = register(MethodSpec(
+LINEAR = MethodSpec(
     name="linear",
     merge=linear,
     needs_base=False,
     shared={"normalize": ParamSpec(bool, True)},
     per_model={"weight": weight_param()},
-))
+)

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from stages.methods.merging.merge_errors import MergeConfigError
-from stages.methods.merging.merge_methods import METHODS
+from stages.methods.merging.merge_methods import get_method
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
 ScalarOrGradient = Union[Scalar, List[Scalar]]
@@ -74,9 +74,7 @@ class MergeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "MergeConfig":
-        method = METHODS.get(self.merge_method)
-        if method is None:
-            raise ValueError(f"merge_method: unknown method {self.merge_method!r} (known: {', '.join(sorted(METHODS))})")
+        method = get_method(self.merge_method)  # a MergeConfigError is a ValueError: pydantic reports it
         for field in ("dtype", "out_dtype"):
             value = getattr(self, field)
             if value is not None and value not in _DTYPES:
@@ -98,7 +96,7 @@ class MergeConfig(BaseModel):
         return self
 
     def _check_parameters(self, settings: Optional[Dict[str, Any]], where: str, *, shared_ok: bool) -> None:
-        method = METHODS[self.merge_method]
+        method = get_method(self.merge_method)
         for name, setting in (settings or {}).items():
             spec = method.per_model.get(name) or (method.shared.get(name) if shared_ok else None)
             if spec is None:

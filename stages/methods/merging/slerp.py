@@ -10,7 +10,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from stages.methods.merging.merge_methods import register
 from stages.methods.merging.method_base import REQUIRED, MethodSpec, ParamSpec, compute_dtype
 
 DOT_THRESHOLD = 0.9995
@@ -47,10 +46,10 @@ def slerp(
     return slerp_tensors(float(shared["t"]), base, tensors[0])
 
 
-SPEC = register(MethodSpec(
+SLERP = MethodSpec(
     name="slerp",
     merge=slerp,
     needs_base=True,
     shared={"t": ParamSpec(float, REQUIRED)},
     n_models=1,
-))
+)

@@ -1,51 +1,45 @@
-"""Find a pipeline by built-in name or `module:attribute`, and build it with parameters."""
+"""Named pipelines: built-in names, the `cascadekit.pipelines` entry points, or `module:attribute`."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from pipelines.graph import Pipeline, WiringError
+from stages.registry import Registry, RegistryError, load_target
+
+
+class PipelineNotFound(RegistryError):
+    pass
+
 
 # name -> "module:factory"; factories take keyword parameters and return a Pipeline.
-BUILTIN = {
+PIPELINES: Registry[Any] = Registry("pipeline", "cascadekit.pipelines", {
     "speech-translation": "pipelines.speech_translation:speech_translation",
     "transcribe": "pipelines.speech_translation:transcribe",
     "translate": "pipelines.speech_translation:translate",
     "generate": "pipelines.speech_translation:generate",
-}
+}, check=lambda obj: isinstance(obj, Pipeline) or callable(obj), error=PipelineNotFound)
 
 
-class PipelineNotFound(LookupError):
-    pass
-
-
-def _load(target: str) -> Any:
-    module, _, attr = target.partition(":")
+def _load(name: str) -> tuple[str, Any]:
+    """(target, object) for a registered name or a `module:attribute` given directly."""
+    if ":" not in name:
+        if name not in PIPELINES:
+            raise PipelineNotFound(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES.names())}, "
+                                   "or give module:attribute")
+        return PIPELINES.target(name), PIPELINES.load(name)
     try:
-        obj: Any = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise PipelineNotFound(f"cannot import {module!r} for pipeline {target!r}: {exc}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise PipelineNotFound(f"{module!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
+        return name, load_target(name)
+    except RegistryError as exc:
+        raise PipelineNotFound(f"pipeline {exc}") from None
 
 
 def resolve(name: str, params: dict[str, str] | None = None) -> Pipeline:
     """A built-in name or `module:attribute` (a Pipeline, or a factory called with `params`)."""
     params = params or {}
-    if name in BUILTIN:
-        target = BUILTIN[name]
-    elif ":" in name:
-        target = name
-    else:
-        raise PipelineNotFound(f"unknown pipeline {name!r}; built-in: {', '.join(sorted(BUILTIN))}, "
-                               "or give module:attribute")
-    obj = _load(target)
+    target, obj = _load(name)
     if isinstance(obj, Pipeline):
         if params:
             raise WiringError(f"{name} is a ready pipeline and takes no parameters (got {sorted(params)})")
@@ -87,12 +81,10 @@ def _hints(fn) -> dict:
         return {}
 
 
-def describe_builtins() -> list[tuple[str, str]]:
+def describe_pipelines() -> list[tuple[str, str]]:
+    """(name, first line of its docstring) for every registered pipeline; a broken one raises."""
     rows = []
-    for name, target in sorted(BUILTIN.items()):
-        try:
-            doc = (inspect.getdoc(_load(target)) or "").splitlines()[0]
-        except PipelineNotFound as exc:
-            doc = f"(unavailable: {exc})"
-        rows.append((name, doc))
+    for name in PIPELINES.names():
+        doc = inspect.getdoc(PIPELINES.load(name)) or ""
+        rows.append((name, doc.splitlines()[0] if doc else ""))
     return rows
