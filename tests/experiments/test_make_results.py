@@ -205,3 +205,15 @@ def test_run_section_stores_setup_commit_and_history(tmp_path, monkeypatch):
 def test_make_results_target_calls_the_module():
     makefile = (ROOT / "Makefile").read_text()
     assert "-m experiments.make_results" in makefile.split("results:")[1].split("\n\n")[0]
+
+
+def test_the_readme_table_is_written_between_its_markers_only(tmp_path):
+    from experiments.make_results import README_END, README_START, write_readme_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\n| old | 1 |\n{README_END}\nafter\n")
+    write_readme_table(["| new | 2 |"], readme)
+    assert readme.read_text() == f"intro\n{README_START}\n| new | 2 |\n{README_END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        write_readme_table(["| x |"], readme)
