@@ -98,6 +98,13 @@ def _read_string(f: BinaryIO) -> str:
 
 def whisper_state_dict(ct2: Ct2Model) -> tuple[dict, dict[str, torch.Tensor]]:
     """(ModelDimensions fields, openai-whisper state dict) of a CTranslate2 Whisper model."""
+    try:
+        return _whisper_state_dict(ct2)
+    except KeyError as exc:
+        raise ConversionError(f"not a complete Whisper model: variable {exc} is missing") from None
+
+
+def _whisper_state_dict(ct2: Ct2Model) -> tuple[dict, dict[str, torch.Tensor]]:
     if ct2.name != "WhisperSpec":
         raise ConversionError(f"not a Whisper model: the spec is {ct2.name}")
     v = dict(ct2.variables)
