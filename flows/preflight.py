@@ -2,6 +2,8 @@
 
 A model path that does not exist would otherwise fail every batch, be
 bisected down to every single item, and end as N identical per-item errors.
+Then each stage's own `preflight()` checks its config against the model's
+files (Translate: can the model write target_lang?), still loading no weights.
 """
 from __future__ import annotations
 
@@ -40,8 +42,22 @@ def missing_model_paths(pipe: Pipeline) -> list[str]:
     return problems
 
 
+def stage_problems(pipe: Pipeline) -> list[str]:
+    """What each stage's own preflight() refuses (e.g. a target language its model cannot write)."""
+    problems = []
+    for name, node in pipe.nodes.items():
+        try:
+            node.stage.preflight()
+        except ValueError as exc:
+            problems.append(f"node {name}: {exc}")
+    return problems
+
+
 def check(pipe: Pipeline) -> None:
     """Raise ValueError naming every problem found."""
-    problems = missing_model_paths(pipe)
+    missing = missing_model_paths(pipe)
+    if missing:
+        raise ValueError("; ".join(missing) + " (check the path, or the machine this runs on)")
+    problems = stage_problems(pipe)  # after the paths: these checks read the model files
     if problems:
-        raise ValueError("; ".join(problems) + " (check the path, or the machine this runs on)")
+        raise ValueError("; ".join(problems))

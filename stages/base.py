@@ -92,6 +92,10 @@ class Stage(Generic[In, Out]):
         cls = type(self)
         return {"cls": f"{cls.__module__}:{cls.__qualname__}", "config": self.config.model_dump(mode="json")}
 
+    def preflight(self) -> None:
+        """Cheap checks of the config against the model's files, before any item runs and without
+        loading weights. Raise ValueError for a config the model cannot serve: one usage error."""
+
     # -- work -----------------------------------------------------------
     def process(self, batch: list[In]) -> list[Result]:
         raise NotImplementedError
