@@ -119,3 +119,13 @@ def test_moe_checkpoint_is_not_a_causal_lm(moe_dir):
 
     with pytest.raises(BadCheckpoint, match="MoE Marian translation model"):
         Generate(model=str(moe_dir), device="cpu").load()
+
+
+def test_a_merge_of_moe_checkpoints_loads_as_moe(moe_dir, tmp_path):
+    from stages.methods.merging import run_merge
+
+    out = run_merge({"merge_method": "linear", "models": [{"model": str(moe_dir), "parameters": {"weight": 1.0}},
+                                                           {"model": str(moe_dir), "parameters": {"weight": 1.0}}]},
+                    tmp_path / "merged")
+    model, _ = Translate(model=str(out), device="cpu").load()
+    assert len(moe_modules(model)) == 4
