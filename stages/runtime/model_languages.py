@@ -79,7 +79,9 @@ def declared_target(model: str) -> tuple[str, str] | None:
         if isinstance(value, str) and _language_or_none(value):
             return value, f"{file} target_lang"
     m = _NAME_PAIR.search(path.name if path.exists() else model.rstrip("/").rsplit("/", 1)[-1])
-    if m and all(_language_or_none(c) for c in m.groups()) and m.group(2) not in _NOT_ONE_LANGUAGE:
+    # Only codes with an ISO 639-1 form: 'opus-mt-en-zle' names a family (East Slavic), not one target.
+    langs = [_language_or_none(c) for c in m.groups()] if m else []
+    if langs and all(lang is not None and len(lang.language) == 2 for lang in langs):
         return m.group(2), "its name"
     return None
 

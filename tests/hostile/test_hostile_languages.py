@@ -85,3 +85,13 @@ def test_cli_target_the_model_cannot_write_exits_2(en_de, tmp_path, cli_env, tar
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, target", [("Helsinki-NLP/opus-mt-en-de", "de"), ("x/opus-mt-eng-deu", "deu"),
+                                          ("Helsinki-NLP/opus-mt-en-mul", None), ("Helsinki-NLP/opus-mt-en-zle", None),
+                                          ("Helsinki-NLP/opus-mt-en-ROMANCE", None), ("runs/mt-a", None)])
+def test_target_from_a_model_name(name, target):
+    from stages.runtime.model_languages import declared_target
+
+    found = declared_target(name)
+    assert (found[0] if found else None) == target  # groups (mul, zle, ROMANCE) constrain nothing
