@@ -353,17 +353,23 @@ def merge(
     overwrite: bool = typer.Option(False, help="replace a non-empty OUT_DIR"),
 ) -> None:
     """Merge models (linear, soups, task arithmetic, TIES, DARE, SLERP) as a Prefect flow."""
-    from stages.methods.merging import MergeError, load_merge_config, plan_merge
+    from stages.methods.merging import MergeError, check_output_dir, load_merge_config, plan_merge
 
     if not Path(config).exists():
         usage_error(f"merge config not found: {config}")
-    try:  # check the config and every model's headers before a flow run exists
-        plan_merge(load_merge_config(config))
+    try:  # the output dir, the config and every model's headers, before a flow run exists
+        check_output_dir(out_dir, overwrite)
+        plan_merge(load_merge_config(config)).close()
     except MergeError as exc:
         usage_error(" ".join(str(exc).split()))
-    from flows.merge_flow import merge_flow
+    from flows.merge_flow import REFUSED, merge_flow, refusals_off_console
 
-    summary = merge_flow(config, out_dir, device, seed, overwrite)
+    with refusals_off_console():
+        state = merge_flow(config, out_dir, device, seed, overwrite, return_state=True)
+    message = state.message or ""
+    if state.is_failed() and message.startswith(REFUSED):  # bad data found mid-merge, e.g. a NaN tensor
+        usage_error(message.removeprefix(REFUSED))
+    summary = state.result()  # anything else is a crash: raises with its traceback (exit 1)
     out.print(f"merged {summary['models']} models with {summary['method']} into {summary['out_dir']} "
               f"in {summary['seconds']} s", highlight=False)
 

@@ -2,6 +2,8 @@
 
 A model path that does not exist would otherwise fail every batch, be
 bisected down to every single item, and end as N identical per-item errors.
+Then each stage's own `preflight()` checks its config against the model's
+files (Translate: can the model write target_lang?), still loading no weights.
 """
 from __future__ import annotations
 
@@ -41,11 +43,25 @@ def missing_model_paths(pipe: Pipeline) -> list[str]:
     return problems
 
 
+def stage_problems(pipe: Pipeline) -> list[str]:
+    """What each stage's own preflight() refuses (e.g. a target language its model cannot write)."""
+    from stages.runtime.model_cache import pick_device
+
+    problems = []
+    for name, node in pipe.nodes.items():
+        try:
+            pick_device(node.stage.config.device)  # cuda asked for on a machine without one, a typo
+            node.stage.preflight()
+        except ValueError as exc:
+            problems.append(f"node {name}: {exc}")
+    return problems
+
+
 def check(pipe: Pipeline) -> None:
-    """Raise ConfigError naming every problem found (missing model paths, then each stage's own checks)."""
-    problems = missing_model_paths(pipe)
-    if problems:
-        raise ConfigError("; ".join(problems) + " (check the path, or the machine this runs on)")
-    problems = [f"node {name}: {p}" for name, node in pipe.nodes.items() for p in node.stage.preflight()]
+    """Raise ConfigError naming every problem found (missing model paths, then devices and each stage's checks)."""
+    missing = missing_model_paths(pipe)
+    if missing:
+        raise ConfigError("; ".join(missing) + " (check the path, or the machine this runs on)")
+    problems = stage_problems(pipe)  # after the paths: these checks read the model files
     if problems:
         raise ConfigError("; ".join(problems))

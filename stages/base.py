@@ -100,15 +100,10 @@ class Stage(Generic[In, Out]):
         cls = type(self)
         return {"cls": f"{cls.__module__}:{cls.__qualname__}", "config": self.config.model_dump(mode="json")}
 
-    def preflight(self) -> list[str]:
-        """Cheap checks before any item runs (no model loading): each problem is one line of a usage error."""
-        from stages.runtime.model_cache import pick_device
-
-        try:
-            pick_device(self.config.device)
-        except ConfigError as exc:
-            return [str(exc)]
-        return []
+    def preflight(self) -> None:
+        """Cheap checks of the config against the model's files, before any item runs and without
+        loading weights. Raise ConfigError (a ValueError) for a config the model cannot serve: one usage error.
+        The flow checks the device of every stage itself (flows/preflight.py)."""
 
     # -- work -----------------------------------------------------------
     def process(self, batch: list[In]) -> list[Result]:

@@ -13,7 +13,8 @@ from stages.methods.upstream_nbest import best_by_item, candidate_sources
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.runtime.model_cache import load_cached, path_identity, pick_device
 from stages.payloads import Hypothesis, Translation
-from stages.translate import SourceText, model_max_positions
+from stages.runtime.model_languages import check_target_language
+from stages.translate import SourceText, model_max_positions, tokenizer_vocab
 
 
 class EnsembleTranslateConfig(StageConfig):
@@ -62,6 +63,12 @@ class EnsembleTranslate(Stage):
     def model_identity(self) -> str:
         ids = [hf_identity(m, None) for m in self.config.members]
         return "|".join(ids + ([path_identity(self.config.router)] if self.config.router else []))
+
+    def preflight(self) -> None:
+        """Every member must be able to write target_lang (see Translate.preflight)."""
+        if self.config.target_lang:
+            for m in self.config.members:
+                check_target_language(m, self.config.target_lang, tokenizer_vocab(m))
 
     def members(self):
         from stages.methods.ensembling import Member

@@ -1,6 +1,7 @@
 """Machine translation with any transformers seq2seq model (Marian, NLLB, M2M100, T5, ...)."""
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import torch
@@ -9,16 +10,8 @@ from pydantic import BaseModel, Field
 from stages.base import ItemFailure, Stage, StageConfig
 from stages.methods.upstream_nbest import best_by_item, candidate_sources
 from stages.runtime.hf_loading import hf_identity, load_hf
+from stages.runtime.model_languages import check_target_language, language_tokens, pick_language_token
 from stages.payloads import Hypothesis, Translation
-
-# ISO 639-1 -> NLLB/FLORES codes for common languages; other codes pass through unchanged.
-NLLB_CODES = {
-    "en": "eng_Latn", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn", "it": "ita_Latn",
-    "pt": "por_Latn", "nl": "nld_Latn", "ru": "rus_Cyrl", "zh": "zho_Hans", "ja": "jpn_Jpan",
-    "ko": "kor_Hang", "ar": "arb_Arab", "hi": "hin_Deva", "tr": "tur_Latn", "pl": "pol_Latn",
-    "uk": "ukr_Cyrl", "cs": "ces_Latn", "sv": "swe_Latn", "fi": "fin_Latn", "el": "ell_Grek",
-}
-
 
 class SourceText(BaseModel):
     text: str
@@ -61,6 +54,13 @@ class Translate(Stage):
     def load(self):
         c = self.config
         return load_hf("AutoModelForSeq2SeqLM", c.model, c.device, c.dtype, c.revision, c.trust_remote_code)
+
+    def preflight(self) -> None:
+        """An unknown target code, or one the model cannot write (its name, config or language tokens
+        say so), is a usage error before any item runs, not German labelled 'fr'."""
+        c = self.config
+        if c.target_lang:
+            check_target_language(c.model, c.target_lang, tokenizer_vocab(c.model, c.revision, c.trust_remote_code))
 
     def process(self, batch: list[SourceText]) -> list:
         model, tok = self.load()
@@ -124,25 +124,37 @@ def model_max_positions(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", None) or 1_000_000)
 
 
+def tokenizer_vocab(model: str, revision: str | None = None, trust_remote_code: bool = False) -> dict | None:
+    """The tokenizer's vocabulary without downloading or loading weights; None when it cannot be read
+    here (the model load reports that)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model, revision=revision, local_files_only=True,
+                                             trust_remote_code=trust_remote_code).get_vocab()
+    except Exception:  # noqa: BLE001 - any failure here is the loader's to explain
+        return None
+
+
+_LANGUAGE_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its language tokens
+
+
 def generation_kwargs(tok, source_lang: str | None, target_lang: str | None) -> dict:
-    """Language handling for multilingual models: NLLB/M2M forced BOS, multi-target Marian `>>xx<<`."""
+    """Language handling for multilingual models: a forced first token (M2M100 `__fr__`, NLLB
+    `fra_Latn`, mBART `fr_XX`) or a `>>fra<<` prefix (multi-target Marian); single-pair models: none."""
     kwargs: dict = {}
-    vocab = tok.get_vocab()
-    if source_lang and hasattr(tok, "src_lang"):
-        tok.src_lang = _lang_code(vocab, source_lang)
-    if not target_lang:
+    tokens = _LANGUAGE_TOKENS.get(tok)
+    if tokens is None:  # a scan of the whole vocabulary: once per tokenizer, not per generate call
+        tokens = _LANGUAGE_TOKENS[tok] = language_tokens(tok.get_vocab())
+    if not tokens:
         return kwargs
-    if hasattr(tok, "get_lang_id"):  # M2M100 (__de__ tokens)
-        kwargs["forced_bos_token_id"] = tok.get_lang_id(target_lang)
-    elif hasattr(tok, "src_lang") and _lang_code(vocab, target_lang) in vocab:  # NLLB-style language tokens
-        kwargs["forced_bos_token_id"] = vocab[_lang_code(vocab, target_lang)]
-    elif f">>{target_lang}<<" in vocab:  # multi-target Marian
-        kwargs["_prefix"] = f">>{target_lang}<< "
+    if source_lang and hasattr(tok, "src_lang"):
+        source = pick_language_token(tokens, source_lang)
+        if source and not source.startswith(">>"):
+            tok.src_lang = source.strip("_")  # M2M100 takes 'en' for __en__; NLLB, mBART the token itself
+    target = pick_language_token(tokens, target_lang) if target_lang else None
+    if target and target.startswith(">>"):
+        kwargs["_prefix"] = f"{target} "
+    elif target:
+        kwargs["forced_bos_token_id"] = tok.convert_tokens_to_ids(target)
     return kwargs
-
-
-def _lang_code(vocab: dict, lang: str) -> str:
-    if lang in vocab:
-        return lang
-    code = NLLB_CODES.get(lang, lang)
-    return code if code in vocab else lang

@@ -16,6 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from stages.runtime.hf_loading import load_pretrained
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,7 +75,7 @@ def load_member(path: str | Path, device: str | torch.device | None = None, dtyp
     config = AutoConfig.from_pretrained(path)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    model = auto.from_pretrained(path, **kwargs).to(device or default_device()).eval()
+    model = load_pretrained(auto.__name__, path, **kwargs).to(device or default_device()).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return Member(model=model, tokenizer=tokenizer, name=name or Path(path).name, prompt_template=prompt_template)
 

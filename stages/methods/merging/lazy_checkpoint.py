@@ -59,20 +59,31 @@ def read_safetensors_header(path: Path) -> Dict[str, _SafetensorsEntry]:
             if size > _MAX_HEADER:
                 raise MergeInputError(f"{path}: not a safetensors file (header of {size} bytes)")
             header = json.loads(f.read(size))
+            file_size = os.fstat(f.fileno()).st_size
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MergeInputError(f"{path}: cannot read safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise MergeInputError(f"{path}: not a safetensors file (header is not a JSON object)")
     entries = {}
     data_start = 8 + size
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        dtype = SAFETENSORS_DTYPES.get(meta["dtype"])
+        try:
+            dtype_name, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise MergeInputError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        dtype = SAFETENSORS_DTYPES.get(dtype_name)
         if dtype is None:
-            raise MergeInputError(f"{path}: tensor {name!r} has unsupported dtype {meta['dtype']}")
-        begin, end = meta["data_offsets"]
-        info = TensorInfo(tuple(meta["shape"]), dtype)
+            raise MergeInputError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}")
+        info = TensorInfo(shape, dtype)
         if end - begin != info.nbytes:
             raise MergeInputError(f"{path}: tensor {name!r} has inconsistent data offsets")
+        # Checked here, from the header alone, so a cut-off download is refused before any merging.
+        if data_start + end > file_size:
+            raise MergeInputError(
+                f"{path}: truncated file ({file_size} bytes, its header needs {data_start + end}); "
+                "copy or download it again")
         entries[name] = _SafetensorsEntry(path, data_start + begin, info)
     return entries
 

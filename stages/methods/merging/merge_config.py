@@ -176,8 +176,12 @@ def load_merge_config(path: Union[str, Path]) -> MergeConfig:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise MergeConfigError(f"{path}: cannot read merge config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise MergeConfigError(f"{path}: not a text file (a merge config is UTF-8 YAML)") from None
     except yaml.YAMLError as exc:
-        raise MergeConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise MergeConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise MergeConfigError(f"{path}: YAML nested too deeply") from None
     config = parse_merge_config(data, source=str(path))
     config.check_paths()
     return config

@@ -202,6 +202,21 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     tmp.rename(out)
 
 
+def check_output_dir(out_dir: Union[str, Path], overwrite: bool = False) -> Path:
+    """OUT_DIR must be new or empty (or overwrite=True), and creatable: checked before any work."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MergeConfigError(f"output dir {out} exists and is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MergeConfigError(f"output dir {out} exists and is not empty (pass --overwrite, or overwrite=True in Python, to replace it)")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MergeConfigError(f"output dir {out}: cannot create it, {parent} is not a writable folder")
+    return out
+
+
 def _pick_device(device: Union[str, torch.device, None]) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -227,9 +242,7 @@ def run_merge(
         config = load_merge_config(config)
     elif not isinstance(config, MergeConfig):
         config = parse_merge_config(dict(config))
-    out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise MergeConfigError(f"output dir {out} exists and is not empty (pass overwrite=True to replace it)")
+    out = check_output_dir(out_dir, overwrite)
     dev = _pick_device(device)
     plan = plan_merge(config)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -11,6 +11,7 @@ import torch
 _TOKENIZER_PATTERNS = (
     "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt",
     "*.model", "*.spm", "chat_template*", "preprocessor_config.json", "generation_config.json",
+    "moe_config.json",  # a merge of MoE Marians (stages/methods/moe/moe_marian.py) loads back as MoE
 )
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
                 torch.float64: "float64"}

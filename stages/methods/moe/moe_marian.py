@@ -17,9 +17,11 @@ Sparse upcycling (Komatsuzaki et al. 2022): every expert starts as a copy of the
 router starts small and random. With renormalised top-k weights the copies' weighted sum equals
 the dense FFN, so the upcycled model computes the dense model's function until training moves it.
 
-On disk: the HF `config.json` (plain Marian), `generation_config.json`, `moe_config.json`
-(the MoEConfig and which layers are sparse), `model.safetensors` (the full state dict,
-tied embeddings stored once) and the tokenizer files.
+On disk: the HF `config.json` (a Marian config marked `"cascadekit_moe": "moe_config.json"`),
+`generation_config.json`, `moe_config.json` (the MoEConfig and which layers are sparse),
+`model.safetensors` (the full state dict, tied embeddings stored once) and the tokenizer files.
+Every model path a stage takes goes through stages.runtime.hf_loading.load_pretrained, which
+spots such a dir (`is_moe_marian`) and loads it here, not as the dense Marian of config.json.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from stages.methods.moe.gating import Routing, ExpertRouter
 from stages.methods.moe.balance_losses import MoEStats
 
 MOE_CONFIG_NAME = "moe_config.json"
+MOE_MARKER = "cascadekit_moe"  # config.json key naming MOE_CONFIG_NAME: survives copying config.json alone
 WEIGHTS_NAME = "model.safetensors"
 LayerChoice = Literal["all", "every_other", "encoder", "decoder"]
 
@@ -215,8 +218,8 @@ def save_moe_marian(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config.pop("moe_layers", None)
+    config.pop(MOE_MARKER, None)
     config["dtype"] = "float32"
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out_dir)
     mods = moe_modules(model)
@@ -229,33 +232,53 @@ def save_moe_marian(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     }
     if len(cfgs) > 1:
         meta["per_layer"] = {name: m.cfg.model_dump() for name, m in mods.items()}
-    if mods:  # a dense model is saved without it and loads back dense
+    if mods:  # a dense model is saved without them and loads back dense
+        config[MOE_MARKER] = MOE_CONFIG_NAME
         (out_dir / MOE_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     save_model(model, str(out_dir / WEIGHTS_NAME))  # drops the tied copies of the embedding
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     return out_dir
 
 
+def is_moe_marian(path: str | Path) -> bool:
+    """A local dir written by save_moe_marian with sparse layers (moe_config.json, or the config.json marker)."""
+    path = Path(path).expanduser()
+    if (path / MOE_CONFIG_NAME).is_file():
+        return True
+    try:
+        return MOE_MARKER in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):  # no config.json, or not JSON: not ours to judge here
+        return False
+
+
 def load_moe_marian(path: str | Path, with_tokenizer: bool = True, device: str = "cpu"):
     """Inverse of save_moe_marian: (model in eval mode, tokenizer or None). A dir without
-    moe_config.json loads as a plain Marian (so dense baselines saved the same way load too)."""
+    moe_config.json loads as a plain Marian (so dense baselines saved the same way load too).
+    Weights that do not fit the model built (missing, unexpected keys) raise BadCheckpoint."""
     from safetensors.torch import load_model
     from transformers import GenerationConfig, MarianConfig, MarianMTModel
 
-    path = Path(path)
+    from stages.runtime.hf_loading import BadCheckpoint, check_weight_keys
+
+    path = Path(path).expanduser()
     if not (path / WEIGHTS_NAME).exists():
         raise FileNotFoundError(f"{path / WEIGHTS_NAME} not found")
     config = MarianConfig.from_pretrained(path)
     model = MarianMTModel(config)
     meta_path = path / MOE_CONFIG_NAME
+    if not meta_path.exists() and getattr(config, MOE_MARKER, None):
+        raise BadCheckpoint(f"{path}: config.json marks a MoE model but {MOE_CONFIG_NAME} is missing; "
+                            "copy the whole folder save_moe_marian wrote")
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         per_layer = meta.get("per_layer") or {name: meta["moe"] for name in meta["layers"]}
         for name, cfg_dict in per_layer.items():
             convert_marian_to_moe(model, MoEConfig(**cfg_dict), layers=[name], upcycle=False)
         model.config.moe_layers = list(per_layer)
-    missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=True)
+    missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False)
+    check_weight_keys(str(path), missing, unexpected)
     if (path / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(path)
     model.to(device).eval()
