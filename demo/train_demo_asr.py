@@ -33,6 +33,8 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 from demo.demo_grammar import generate
+from stages.training.train_eval import wer
+from stages.training.train_loop import lr_factor
 
 N_MELS = 80
 # n_audio_ctx=300: a 6 s window (600 mel frames); the demo's sentences last 1-5 s.
@@ -170,17 +172,8 @@ def used_token_ids(texts: list[str]) -> list[int]:
 
 @torch.no_grad()
 def word_error_rate(model: Whisper, audios: list[np.ndarray], refs: list[str], batch_size: int = 32) -> float:
-    import jiwer
-
-    hyps = transcribe_batch(model, audios, batch_size)
-    return jiwer.wer([normalise(r) for r in refs], [normalise(h) for h in hyps])
-
-
-def normalise(text: str) -> str:
-    """Lowercase, drop punctuation (apostrophes too), collapse spaces."""
-    import re
-
-    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+    """A fraction (not percent), after the tree's one normaliser."""
+    return wer(transcribe_batch(model, audios, batch_size), refs) / 100
 
 
 @torch.no_grad()
@@ -243,8 +236,8 @@ def train(audio_dir: Path, out_path: Path = Path("assets/models/asr-tiny/model.p
     def progress(s: int) -> float:  # whichever runs out first: steps or wall-clock budget
         return min(1.0, max(s / steps, (time.time() - t0) / (60 * max_minutes)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 0.05 + 0.475 * (1 + math.cos(math.pi * progress(s)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # the training layer's one schedule, floor 5 %
+        opt, lambda s: lr_factor(s, progress(s), warmup, min_lr_ratio=0.05))
     blank = len(CTC_CHARS)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     if log_path:

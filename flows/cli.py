@@ -338,7 +338,7 @@ def train(
 ) -> None:
     from pydantic import ValidationError
 
-    from stages.training.recipe_table import UnknownRecipe, recipe as find_recipe
+    from stages.training.recipe_table import UnknownRecipe, check_data, recipe as find_recipe
     from stages.training.train_data import DataError
 
     given = {"data": data, "model": model, "out": out_dir, "steps": steps, "lr": lr, "batch_size": batch_size,
@@ -352,6 +352,7 @@ def train(
     try:  # every option checked before any model is loaded
         options_cls, _ = find_recipe(recipe)
         checked = options_cls(**options)
+        check_data(recipe, checked)
     except (UnknownRecipe, ValidationError, DataError) as exc:
         usage_error(f"train {recipe}: {_one_line(exc)}")
     from flows.train_flow import train_flow

@@ -57,6 +57,19 @@ def recipe(name: str) -> tuple[type["RecipeOptions"], Callable[..., dict]]:
     return getattr(module, row.options), getattr(module, row.run)
 
 
+def check_data(name: str, options: "RecipeOptions") -> int:
+    """Read the training (and dev) data as the recipe will, so bad rows fail before any flow or model; returns the count."""
+    from stages.training.train_data import read_pairs, read_texts
+
+    if name == "mlm":
+        if options.dev:
+            read_texts(options.dev, options.field)
+        return len(read_texts(options.data, options.field, options.split))
+    if options.dev:
+        read_pairs(options.dev, options.source_field, options.target_field)
+    return len(read_pairs(options.data, options.source_field, options.target_field, options.split))
+
+
 def run_recipe(name: str, options: dict, on_step=None) -> dict:
     """Validate `options` (raises pydantic's ValidationError, a ValueError) and train."""
     options_cls, run = recipe(name)
