@@ -355,15 +355,18 @@ def train(
         check_data(recipe, checked)
     except (UnknownRecipe, ValidationError, DataError) as exc:
         usage_error(f"train {recipe}: {_one_line(exc)}")
+    from transformers.utils import logging as hf_logging
+
     from flows.train_flow import train_flow
 
+    hf_logging.disable_progress_bar()  # per-save shard bars would bury the step lines
     try:
         summary = train_flow(recipe, checked.model_dump(mode="json"), show_progress=sys.stderr.isatty())
     except (DataError, ValueError) as exc:
         usage_error(f"train {recipe}: {_one_line(exc)}")
     steps_done = summary.get("steps", "")
     out.print(f"trained {recipe}{f' for {steps_done} steps' if steps_done else ''} into {checked.out}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
