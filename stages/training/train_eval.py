@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 _NOT_WORD = re.compile(r"[^\w\s]")
 
 
@@ -34,16 +32,18 @@ def wer(hyps: list[str], refs: list[str]) -> float:
     return 100.0 * jiwer.wer([r for _, r in pairs], [h for h, _ in pairs])
 
 
-@torch.no_grad()
 def translate(model, tokenizer, sources: list[str], batch_size: int = 64, num_beams: int | None = None,
               max_new_tokens: int | None = None) -> list[str]:
     """`model.generate` over `sources` in batches (its generation config unless beams/length are given)."""
+    import torch
+
     was_training = model.training
     model.eval()
     kwargs = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     out: list[str] = []
-    for b in range(0, len(sources), batch_size):
-        enc = tokenizer(sources[b:b + batch_size], return_tensors="pt", padding=True, truncation=True).to(model.device)
-        out += tokenizer.batch_decode(model.generate(**enc, **kwargs), skip_special_tokens=True)
+    with torch.no_grad():
+        for b in range(0, len(sources), batch_size):
+            enc = tokenizer(sources[b:b + batch_size], return_tensors="pt", padding=True, truncation=True)
+            out += tokenizer.batch_decode(model.generate(**enc.to(model.device), **kwargs), skip_special_tokens=True)
     model.train(was_training)
     return out
