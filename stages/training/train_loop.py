@@ -1,10 +1,10 @@
 """The one training loop every recipe uses (nanoGPT-style: one file, one LR schedule).
 
-    trainee = Trainee(model, loss=lambda model, examples: ..., save=lambda model, folder: ...)
+    trainee = Trainee(model, loss=lambda model, examples, step: ..., save=lambda model, folder: ...)
     result = fit(trainee, examples, LoopConfig(steps=500), out_dir)
 
-AdamW, linear warmup then cosine decay to `min_lr_ratio` of the peak, gradient
-clipping, a checkpoint folder `checkpoint-STEP` every `save_every` steps (the
+AdamW (weight decay on matrices only), linear warmup then cosine decay to
+`min_lr_ratio` of the peak, gradient clipping, a checkpoint folder `checkpoint-STEP` every `save_every` steps (the
 recipe's own `save`, so a checkpoint loads like the final model) and resume
 from the newest one. Batch `s` is a pure function of (seed, s) — a shuffled
 pass per epoch — so a resumed run sees exactly the batches it would have seen.
@@ -127,7 +127,10 @@ def fit(trainee: Trainee, examples: Sequence[Any], cfg: LoopConfig, out_dir: str
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    # Decay matrices only; biases and norm gains are left alone (nanoGPT's rule).
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
     result = TrainResult(out_dir=str(out_dir), steps=cfg.steps, first_step=first_step, seconds=0.0)
     step = first_step
     previous = checkpoint_dirs(out_dir) if cfg.resume else []
@@ -169,6 +172,7 @@ def fit(trainee: Trainee, examples: Sequence[Any], cfg: LoopConfig, out_dir: str
     result.seconds = round(result.seconds + time.time() - t0, 2)
     model.eval()
     trainee.save(model, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result
 
