@@ -1,4 +1,6 @@
 """Reading the user's training pairs (stages/training/train_data.py)."""
+import sys
+
 import pytest
 
 from stages.training.train_data import DataError, read_pairs, read_texts
@@ -26,19 +28,20 @@ def test_bad_rows_name_file_and_line(tmp_path, name, text, needle):
 
 
 def test_hf_dataset_dir(tmp_path):
-    try:
-        import datasets
-    except ImportError:  # the folder is recognised, and the error says what to install
-        (tmp_path / "ds").mkdir()
-        (tmp_path / "ds" / "dataset_info.json").write_text("{}")
-        with pytest.raises(DataError, match="needs the `datasets` package"):
-            read_pairs(tmp_path / "ds")
-        return
+    datasets = pytest.importorskip("datasets")  # the `datasets` extra
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"source": ["a", "b"], "target": ["c", "d"]})}
                          ).save_to_disk(str(tmp_path / "ds"))
     assert read_pairs(tmp_path / "ds") == [("a", "c"), ("b", "d")]
     with pytest.raises(DataError, match="no split 'dev'"):
         read_pairs(tmp_path / "ds", split="dev")
+
+
+def test_hf_dataset_dir_without_the_package_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    with pytest.raises(DataError, match="needs the `datasets` package"):
+        read_pairs(tmp_path / "ds")
 
 
 def test_a_plain_folder_is_not_data(tmp_path):
