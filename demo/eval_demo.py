@@ -1,7 +1,7 @@
 """Score the demo models on the held-out test clips with plain whisper / transformers calls.
 
-- ASR WER: greedy `whisper.decode` on stacked mels, jiwer WER after `normalise`
-  (lowercase, punctuation removed, whitespace collapsed) on both sides.
+- ASR WER: greedy `whisper.decode` on stacked mels, jiwer WER after the tree's one
+  normaliser (stages/training/train_eval.py: lowercase, punctuation removed, whitespace collapsed).
 - MT BLEU: sacrebleu of the MT model's translation of the reference English.
 - Cascade BLEU: sacrebleu of the MT translation of the ASR transcript.
 
@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from stages.training.train_eval import bleu, normalize_transcript, translate, wer
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def normalise(text: str) -> str:
-    """Lowercase, drop punctuation (apostrophes included), collapse whitespace."""
-    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
 
 
 def load_test_set(test_dir: Path = ROOT / "assets/demo/test") -> list[dict]:
@@ -38,33 +34,15 @@ def load_test_set(test_dir: Path = ROOT / "assets/demo/test") -> list[dict]:
     return rows
 
 
-@torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], batch_size: int = 32) -> list[str]:
-    import whisper
+    """Greedy whisper.decode on stacked mels (the ASR trainer's own dev decoding)."""
+    from demo.train_demo_asr import transcribe_batch
 
-    window = 2 * model.dims.n_audio_ctx
-    options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)
-    texts = []
-    for b in range(0, len(audios), batch_size):
-        mels = [whisper.pad_or_trim(whisper.log_mel_spectrogram(torch.from_numpy(a), model.dims.n_mels), window)
-                for a in audios[b:b + batch_size]]
-        texts += [r.text for r in whisper.decode(model, torch.stack(mels).to(model.device), options)]
-    return texts
-
-
-@torch.no_grad()
-def translate(model, tokenizer, sources: list[str], batch_size: int = 64) -> list[str]:
-    out = []
-    for b in range(0, len(sources), batch_size):
-        enc = tokenizer(sources[b:b + batch_size], return_tensors="pt", padding=True).to(model.device)
-        out += tokenizer.batch_decode(model.generate(**enc), skip_special_tokens=True)
-    return out
+    return transcribe_batch(model, audios, batch_size)
 
 
 def evaluate(asr_path: Path = ROOT / "assets/models/asr-tiny/model.pt", mt_dir: Path = ROOT / "assets/models/mt-en-de",
              test_dir: Path = ROOT / "assets/demo/test") -> dict:
-    import jiwer
-    import sacrebleu
     import whisper
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -73,17 +51,16 @@ def evaluate(asr_path: Path = ROOT / "assets/models/asr-tiny/model.pt", mt_dir: 
     t0 = time.time()
     asr = whisper.load_model(str(asr_path), device=device)
     hyps_en = transcribe(asr, [r["waveform"] for r in rows])
-    wer = jiwer.wer([normalise(r["ref_en"]) for r in rows], [normalise(h) for h in hyps_en])
+    asr_wer = wer(hyps_en, [r["ref_en"] for r in rows]) / 100
     tokenizer = AutoTokenizer.from_pretrained(mt_dir)
     mt = AutoModelForSeq2SeqLM.from_pretrained(mt_dir, dtype=torch.float32).to(device).eval()
     refs_de = [r["ref_de"] for r in rows]
-    mt_bleu = sacrebleu.corpus_bleu(translate(mt, tokenizer, [r["ref_en"] for r in rows]), [refs_de]).score
-    cascade = translate(mt, tokenizer, hyps_en)
-    cascade_bleu = sacrebleu.corpus_bleu(cascade, [refs_de]).score
-    return {"clips": len(rows), "asr_wer": wer, "mt_bleu": mt_bleu, "cascade_bleu": cascade_bleu,
+    mt_bleu = bleu(translate(mt, tokenizer, [r["ref_en"] for r in rows]), refs_de)
+    cascade_bleu = bleu(translate(mt, tokenizer, hyps_en), refs_de)
+    return {"clips": len(rows), "asr_wer": asr_wer, "mt_bleu": mt_bleu, "cascade_bleu": cascade_bleu,
             "seconds": time.time() - t0, "errors": [
                 {"id": r["id"], "ref": r["ref_en"], "hyp": h} for r, h in zip(rows, hyps_en)
-                if normalise(r["ref_en"]) != normalise(h)]}
+                if normalize_transcript(r["ref_en"]) != normalize_transcript(h)]}
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 from demo.demo_grammar import generate
+from stages.training.train_eval import wer
+from stages.training.train_loop import LoopConfig, Trainee, fit
 
 N_MELS = 80
 # n_audio_ctx=300: a 6 s window (600 mel frames); the demo's sentences last 1-5 s.
@@ -170,17 +172,8 @@ def used_token_ids(texts: list[str]) -> list[int]:
 
 @torch.no_grad()
 def word_error_rate(model: Whisper, audios: list[np.ndarray], refs: list[str], batch_size: int = 32) -> float:
-    import jiwer
-
-    hyps = transcribe_batch(model, audios, batch_size)
-    return jiwer.wer([normalise(r) for r in refs], [normalise(h) for h in hyps])
-
-
-def normalise(text: str) -> str:
-    """Lowercase, drop punctuation (apostrophes too), collapse spaces."""
-    import re
-
-    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+    """A fraction (not percent), after the tree's one normaliser."""
+    return wer(transcribe_batch(model, audios, batch_size), refs) / 100
 
 
 @torch.no_grad()
@@ -208,18 +201,22 @@ def train(audio_dir: Path, out_path: Path = Path("assets/models/asr-tiny/model.p
           n_dev: int = 64, eval_every: int = 500, threads: int = 2, ctc_weight: float = 0.5,
           log_path: Path | None = None, min_clips: int = 1000, max_minutes: float = 1e9,
           warmup: int = 150, init_from: Path | None = None) -> dict:
-    """Train on the spoken shards in `audio_dir` (re-scanned every epoch, so shards that are
-    still being written join in later); save the exported checkpoint at every evaluation."""
+    """Train on the spoken shards in `audio_dir` (waits for `min_clips`, then takes the complete shards)
+    with the training layer's loop; the exported checkpoint is saved at each evaluation that is the best so far."""
     from demo.make_demo_audio import load_train_mels, synthesize
 
-    torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     while len(load_train_mels(audio_dir)[0]) < min_clips:
         time.sleep(10)
-    items, arrays = load_train_mels(audio_dir)
     dims_obj = ModelDimensions(**(dims or DEFAULT_DIMS))
     window = 2 * dims_obj.n_audio_ctx
+    items, arrays = load_train_mels(audio_dir)
+    items = [it for it in items if it["frames"] <= window]
+    token_lists = [token_layout(it["text"]) for it in items]
+    assert max(len(t) for t in token_lists) <= dims_obj.n_text_ctx // 2, "raise n_text_ctx"
+    # length-bucketed batches are the loop's examples (one per step, reshuffled every epoch)
+    buckets = _batches([it["frames"] for it in items], batch_size, random.Random(seed))
+    print(f"{len(items)} clips in {len(buckets)} batches", flush=True)
 
     # the output vocabulary: every token the grammar can produce (train-split text only)
     used = used_token_ids([en for en, _ in generate("train", 30000, seed=99)])
@@ -232,73 +229,58 @@ def train(audio_dir: Path, out_path: Path = Path("assets/models/asr-tiny/model.p
     model = TrainableWhisper(dims_obj, used)
     if init_from is not None:  # continue from a saved whisper checkpoint (optimizer state starts fresh)
         model.load_checkpoint(Path(init_from))
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98))
-    warmup = max(1, min(warmup, steps // 10))
-    t0 = time.time()
-
-    def progress(s: int) -> float:  # whichever runs out first: steps or wall-clock budget
-        return min(1.0, max(s / steps, (time.time() - t0) / (60 * max_minutes)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 0.05 + 0.475 * (1 + math.cos(math.pi * progress(s)))))
     blank = len(CTC_CHARS)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a") if log_path else None
-    history = []
-    step, batches, done = 0, [], False
+    last = {}
     best_wer = float("inf")
-    model.train()
-    while not done:
-        if not batches:
-            items, arrays = load_train_mels(audio_dir)
-            items = [it for it in items if it["frames"] <= window]
-            token_lists = [token_layout(it["text"]) for it in items]
-            assert max(len(t) for t in token_lists) <= dims_obj.n_text_ctx // 2, "raise n_text_ctx"
-            batches = _batches([it["frames"] for it in items], batch_size, rng)
-            print(f"epoch over {len(items)} clips", flush=True)
-        idx = batches.pop()
-        mel, ids, tgt, tok_lens = _collate(arrays, items, idx, token_lists, to_small, window, rng, augment=True)
-        audio = model.encode(mel)
-        logits = model.decode_logits(ids, audio)
+    t0 = time.time()
+
+    def loss(m, batch: list[list[int]], step: int) -> torch.Tensor:
+        [idx] = batch
+        rng = random.Random(f"{seed}:{step}")  # padding and SpecAugment draws per step
+        mel, ids, tgt, _ = _collate(arrays, items, idx, token_lists, to_small, window, rng, augment=True)
+        audio = m.encode(mel)
+        logits = m.decode_logits(ids, audio)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
         # CTC over the text tokens only (no special tokens)
-        ctc_logp = model.ctc(audio).log_softmax(-1).transpose(0, 1)
+        ctc_logp = m.ctc(audio).log_softmax(-1).transpose(0, 1)
         ctc_targets = [torch.tensor(ctc_target(items[i]["text"])) for i in idx]
         ctc = F.ctc_loss(ctc_logp, torch.cat(ctc_targets), torch.full((len(idx),), audio.shape[1]),
                          torch.tensor([len(t) for t in ctc_targets]), blank=blank, zero_infinity=True)
-        loss = ce + ctc_weight * ctc
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        step += 1
-        done = progress(step) >= 1.0
+        last.update(ce=ce.item(), ctc=ctc.item())
+        return ce + ctc_weight * ctc
+
+    def write(msg: str) -> None:
+        print(msg, flush=True)
+        if log:
+            log.write(msg + "\n")
+            log.flush()
+
+    def report(step: int, total: int, value: float) -> None:
         if step % 25 == 0:
-            msg = f"step {step} ce {ce.item():.3f} ctc {ctc.item():.3f} lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s"
-            print(msg, flush=True)
-            if log:
-                log.write(msg + "\n"); log.flush()
-        if step % eval_every == 0 or done:
-            model.eval()
-            inference = model.export()
-            wer = word_error_rate(inference, dev_audio, dev_refs)
-            if wer <= best_wer:  # keep the best dev checkpoint
-                best_wer = wer
-                save_checkpoint(inference, out_path)
-            model.train()
-            history.append({"step": step, "dev_wer": wer, "seconds": time.time() - t0})
-            msg = f"EVAL step {step} dev WER {wer:.4f} (best {best_wer:.4f} in {out_path})"
-            print(msg, flush=True)
-            if log:
-                log.write(msg + "\n"); log.flush()
-    return {"history": history, "seconds": time.time() - t0, "path": str(out_path)}
+            write(f"step {step} ce {last['ce']:.3f} ctc {last['ctc']:.3f} {time.time() - t0:.0f}s")
+
+    def evaluate(m) -> dict:
+        nonlocal best_wer
+        inference = m.export()
+        wer = word_error_rate(inference, dev_audio, dev_refs)
+        if wer <= best_wer:  # keep the best dev checkpoint
+            best_wer = wer
+            save_checkpoint(inference, out_path)
+        write(f"EVAL dev WER {wer:.4f} (best {best_wer:.4f} in {out_path})")
+        return {"dev_wer": wer, "seconds": time.time() - t0}
+
+    loop = LoopConfig(steps=steps, batch_size=1, lr=lr, warmup=max(1, min(warmup, steps // 10)), min_lr_ratio=0.05,
+                      eval_every=eval_every, max_minutes=max_minutes if max_minutes < 1e9 else None, seed=seed,
+                      threads=threads, resume=False)
+    # the best checkpoint is written by the eval hook; the loop's own final save has nothing to add
+    run_dir = Path(log_path).parent / "asr-training" if log_path else Path(out_path).parent  # train.json
+    trained = fit(Trainee(model, loss, save=lambda m, folder: None, evaluate=evaluate), buckets, loop, run_dir,
+                  on_step=report)
+    return {"history": trained.evals, "seconds": time.time() - t0, "path": str(out_path)}
 
 
 def main() -> None:

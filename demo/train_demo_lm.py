@@ -1,6 +1,7 @@
 """Train a tiny GPT-2-style English LM (with its own BPE tokenizer) on the demo grammar's English side.
 
-Saved with `save_pretrained`, so `AutoTokenizer.from_pretrained(dir)` and
+Trained by the training layer's loop (stages/training/train_loop.py) and saved
+with `save_pretrained` (fp16 weights, fp32 by default when loaded), so `AutoTokenizer.from_pretrained(dir)` and
 `AutoModelForCausalLM.from_pretrained(dir)` load it offline. Every sequence is
 `<|endoftext|> sentence <|endoftext|>`, so the LM scores a whole sentence.
 """
@@ -10,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
-import time
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
 from demo.demo_grammar import generate, read_tsv
-from demo.train_demo_mt import mark_float32
+from stages.training.mt_recipe import hf_saver
+from stages.training.train_loop import LoopConfig, Trainee, fit
 
 EOT = "<|endoftext|>"
 
@@ -66,9 +66,7 @@ def perplexity(model, tokenizer, sentences: list[str]) -> float:
 def train_lm(cfg: LMTrainConfig = LMTrainConfig()) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     texts = [en for en, _ in generate("train", cfg.n_sentences, seed=cfg.seed)]
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
@@ -76,36 +74,26 @@ def train_lm(cfg: LMTrainConfig = LMTrainConfig()) -> dict:
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    t0 = time.time()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
 
-    def progress(s: int) -> float:
-        return min(1.0, max(s / cfg.max_steps, (time.time() - t0) / (60 * cfg.max_minutes)))
+    def loss(m, batch: list[str], step: int) -> torch.Tensor:
+        enc = tokenizer(batch, return_tensors="pt", padding=True).to(m.device)
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        return m(**enc, labels=labels).loss
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 50, 0.5 * (1 + math.cos(math.pi * progress(s)))))
-    step = 0
-    model.train()
-    while progress(step) < 1.0:
-        batch = tokenizer(rng.sample(texts, cfg.batch_size), return_tensors="pt", padding=True).to(device)
-        labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = -100
-        loss = model(**batch, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
+    def report(step: int, steps: int, value: float) -> None:
         if step % 100 == 0:
-            print(f"lm step {step} loss {loss.item():.3f}", flush=True)
+            print(f"lm step {step} loss {value:.3f}", flush=True)
+
+    loop = LoopConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=50, min_lr_ratio=0.0,
+                      max_minutes=cfg.max_minutes if cfg.max_minutes < 1e9 else None, seed=cfg.seed,
+                      threads=cfg.threads, resume=False)
+    trained = fit(Trainee(model, loss, save=hf_saver(tokenizer, "float16")), texts, loop, cfg.out_dir,
+                  on_step=report)
     dev = [en for en, _ in read_tsv(Path(__file__).resolve().parents[1] / "assets/demo/corpus/dev.tsv")[:200]]
     ppl = perplexity(model.cpu(), tokenizer, dev)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(cfg.out_dir)
-    tokenizer.save_pretrained(cfg.out_dir)
-    mark_float32(cfg.out_dir)  # fp16 on disk, fp32 by default when loaded
-    result = {"steps": step, "seconds": time.time() - t0, "dev_perplexity": ppl, "out_dir": str(cfg.out_dir)}
+    result = {"steps": trained.steps, "seconds": trained.seconds, "dev_perplexity": ppl, "out_dir": str(cfg.out_dir)}
     print(json.dumps(result), flush=True)
     return result
 

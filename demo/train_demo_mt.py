@@ -6,7 +6,8 @@ library), so the saved folder loads offline with
 
 `train_mt` is meant to be reused: size, number of pairs, seed, epochs/steps,
 data subset (style or explicit pairs), an initial model to fine-tune, and
-periodic checkpoints are all parameters.
+periodic checkpoints are all parameters. The loop itself is the training
+layer's (stages/training/train_loop.py), the one `cascade train mt` runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import threading
 import time
 from pathlib import Path
@@ -24,6 +24,9 @@ import torch
 from pydantic import BaseModel
 
 from demo.demo_grammar import generate, read_tsv
+from stages.training.mt_recipe import bleu_hook, cross_entropy_loss, hf_saver
+from stages.training.train_data import Pair, seq2seq_batch
+from stages.training.train_loop import LoopConfig, Trainee, fit
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 LOAD_LOCK = threading.RLock()
@@ -95,31 +98,9 @@ def build_model(tokenizer, size: MTSize):
     return model
 
 
-@torch.no_grad()
-def translate(model, tokenizer, sources: list[str], batch_size: int = 64, num_beams: int | None = None) -> list[str]:
-    model.eval()
-    out = []
-    for b in range(0, len(sources), batch_size):
-        enc = tokenizer(sources[b:b + batch_size], return_tensors="pt", padding=True).to(model.device)
-        kwargs = {} if num_beams is None else {"num_beams": num_beams}
-        gen = model.generate(**enc, **kwargs)
-        out += tokenizer.batch_decode(gen, skip_special_tokens=True)
-    return out
-
-
-def bleu(hyps: list[str], refs: list[str]) -> float:
-    import sacrebleu
-
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
-
-
 def save(model, tokenizer, out_dir: Path) -> None:
     """fp16 weights on disk; config dtype float32 so a default load runs in fp32 on CPU."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(out_dir)
-    model.to(torch.float32)
-    tokenizer.save_pretrained(out_dir)
-    mark_float32(out_dir)
+    hf_saver(tokenizer, "float16")(model, Path(out_dir))
 
 
 def mark_float32(out_dir: Path) -> None:
@@ -129,14 +110,9 @@ def mark_float32(out_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def warmup_cosine(step: int, done: float, warmup: int) -> float:
-    """LR factor: linear warmup over `warmup` steps, then cosine from 1 to 0.02 as `done` goes 0 → 1."""
-    return min((step + 1) / warmup, 0.02 + 0.49 * (1 + math.cos(math.pi * done)))
-
-
 def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] | None = None,
              loss_fn: Callable | None = None) -> dict:
-    """Train (or fine-tune) and save to `cfg.out_dir`; returns dev BLEU history and timings.
+    """Train (or fine-tune) with the training layer's loop and save to `cfg.out_dir`; returns dev BLEU and timings.
 
     `loss_fn(model, batch, tokenizer)` replaces the cross-entropy on the gold labels (e.g. a
     distillation loss); `batch` holds input_ids, attention_mask and labels (padding = -100).
@@ -144,12 +120,12 @@ def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] 
     with LOAD_LOCK:  # transformers resolves names lazily, and two threads doing it at once can fail
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     if pairs is None:
         pairs = generate("train", cfg.n_pairs, seed=cfg.data_seed, style=cfg.style)
-    dev = read_tsv(Path(__file__).resolve().parents[1] / "assets/demo/corpus/dev.tsv")[: cfg.dev_sentences]
+    pairs = [Pair(*p) for p in pairs]
+    dev = [Pair(*p) for p in read_tsv(Path(__file__).resolve().parents[1] / "assets/demo/corpus/dev.tsv")
+           [: cfg.dev_sentences]]
 
     if cfg.init_from is not None:
         with LOAD_LOCK:  # from_pretrained is not thread-safe (training flows run members in threads)
@@ -158,53 +134,27 @@ def train_mt(cfg: MTTrainConfig = MTTrainConfig(), pairs: list[tuple[str, str]] 
     else:
         tokenizer = train_tokenizer([t for p in pairs for t in p], cfg.size.vocab_size)
         model = build_model(tokenizer, cfg.size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
 
-    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
-    total = cfg.max_steps or int(cfg.epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    total = cfg.max_steps or int(cfg.epochs * math.ceil(len(pairs) / cfg.batch_size))
+    loop = LoopConfig(steps=total, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed,
+                      save_every=cfg.save_every, max_minutes=cfg.max_minutes if cfg.max_minutes < 1e9 else None,
+                      threads=cfg.threads, resume=False)
+    if loss_fn is None:
+        loss = cross_entropy_loss(tokenizer, 128, cfg.label_smoothing)
+    else:
+        def loss(m, batch, step):
+            return loss_fn(m, seq2seq_batch(tokenizer, batch, 128, m.device), tokenizer)
     t0 = time.time()
 
-    def progress(s: int) -> float:
-        return min(1.0, max(s / total, (time.time() - t0) / (60 * cfg.max_minutes)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, progress(s), cfg.warmup))
-    history, step, order = [], 0, []
-    model.train()
-    while progress(step) < 1.0:
-        if not order:
-            order = list(range(len(pairs)))
-            rng.shuffle(order)
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
-        src = [pairs[i][0] for i in idx]
-        tgt = [pairs[i][1] for i in idx]
-        batch = tokenizer(src, text_target=tgt, return_tensors="pt", padding=True).to(device)
-        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-        if loss_fn is not None:
-            loss = loss_fn(model, batch, tokenizer)
-        else:
-            logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     batch["labels"].reshape(-1), ignore_index=-100,
-                                                     label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        step += 1
+    def report(step: int, steps: int, value: float) -> None:
         if step % 25 == 0:
-            print(f"mt step {step}/{total} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
-        if cfg.save_every and step % cfg.save_every == 0:
-            save(model, tokenizer, cfg.out_dir / f"checkpoint-{step}")
-            model.train()
-    hyps = translate(model, tokenizer, [en for en, _ in dev])
-    score = bleu(hyps, [de for _, de in dev])
-    history.append({"step": step, "dev_bleu": score})
-    save(model, tokenizer, cfg.out_dir)
-    result = {"steps": step, "seconds": time.time() - t0, "dev_bleu": score, "out_dir": str(cfg.out_dir)}
+            print(f"mt step {step}/{steps} loss {value:.3f} {time.time() - t0:.0f}s", flush=True)
+
+    trainee = Trainee(model, loss, save=hf_saver(tokenizer, "float16"), evaluate=bleu_hook(tokenizer, dev))
+    trained = fit(trainee, pairs, loop, cfg.out_dir, on_step=report)
+    score = trained.evals[-1]["dev_bleu"]
+    result = {"steps": trained.steps, "seconds": trained.seconds, "dev_bleu": score, "out_dir": str(cfg.out_dir)}
     print(json.dumps(result), flush=True)
     return result
 

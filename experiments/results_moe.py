@@ -29,7 +29,7 @@ import torch
 
 from benchmarks.common import print_json_line, print_table
 from demo.demo_grammar import read_tsv
-from demo.train_demo_mt import bleu, translate
+from stages.training.train_eval import bleu, translate
 from stages.methods.moe.gating import drop_over_capacity, expert_capacity
 from stages.methods.moe.balance_losses import cv_squared
 from stages.methods.moe.moe_marian import layer_stats, load_moe_marian, moe_modules, param_counts

@@ -14,22 +14,22 @@ the result (and in `eval.json` next to the model).
 The MLM is a small BERT with its own WordPiece vocabulary over the grammar's
 English side, trained with the usual 15 % masking (80 % [MASK], 10 % random,
 10 % kept), for masked-diffusion repair of ASR transcripts.
+
+Both train with the training layer's recipes (`cascade train cmlm` / `cascade train mlm`,
+stages/training/masked_lm_recipes.py): this file only makes the demo data, the MLM's
+vocabulary and config, and the BLEU-against-T evaluation.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from pydantic import BaseModel
 
 from prefect import flow, task
 from demo.demo_grammar import generate, read_tsv
-from demo.train_demo_mt import warmup_cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -45,34 +45,18 @@ class Schedule(BaseModel):
     seed: int = 0
     threads: int = 2
 
+    def options(self) -> dict:
+        """The training layer's loop settings (stages/training/recipe_options.py)."""
+        return {"steps": self.max_steps, "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup,
+                "seed": self.seed, "threads": self.threads, "resume": False,
+                "max_minutes": self.max_minutes if self.max_minutes < 1e9 else None}
 
-def run_training(model: torch.nn.Module, loss_of_batch: Callable[[random.Random], torch.Tensor], s: Schedule,
-                 name: str) -> dict:
-    """AdamW, linear warmup then cosine decay over steps or minutes (whichever ends first)."""
-    torch.manual_seed(s.seed)
-    rng = random.Random(s.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    t0 = time.time()
 
-    def progress(step: int) -> float:
-        return min(1.0, max(step / s.max_steps, (time.time() - t0) / (60 * s.max_minutes)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: warmup_cosine(step, progress(step), s.warmup))
-    model.train()
-    step, loss = 0, torch.tensor(float("nan"))
-    while progress(step) < 1.0:
-        loss = loss_of_batch(rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        step += 1
-        if step % 25 == 0:
-            print(f"{name} step {step}/{s.max_steps} loss {loss.item():.3f} {time.time() - t0:.0f}s", flush=True)
-    model.eval()
-    return {"steps": step, "seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4)}
+def write_pairs(pairs: list[tuple[str, str]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"source": s, "target": t}, ensure_ascii=False) + "\n" for s, t in pairs),
+                    encoding="utf-8")
+    return path
 
 
 # -- CMLM ------------------------------------------------------------------------
@@ -97,66 +81,37 @@ class CMLMTrainConfig(BaseModel):
     length_beam: int = 3
 
 
-def cmlm_batch(tok, pairs: list[tuple[str, str]], max_len: int, mask_id: int, rng: random.Random):
-    """(source ids, masked target ids, labels with -100 where not masked, target lengths)."""
-    src = tok([s for s, _ in pairs], return_tensors="pt", padding=True, truncation=True, max_length=64)["input_ids"]
-    targets = [tok(t, add_special_tokens=False)["input_ids"][:max_len] or [tok.unk_token_id] for _, t in pairs]
-    width = max(len(t) for t in targets)
-    inputs = torch.full((len(pairs), width), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
-    for i, t in enumerate(targets):
-        n = len(t)
-        masked = rng.sample(range(n), rng.randint(1, n))  # k ~ Uniform{1…N}
-        row = torch.tensor(t)
-        inputs[i, :n] = row
-        inputs[i, masked] = mask_id
-        labels[i, masked] = row[masked]
-    return src, inputs, labels, torch.tensor([len(t) for t in targets])
-
-
 @task(name="train-cmlm", persist_result=False)
 def train_cmlm_task(cfg: CMLMTrainConfig) -> dict:
-    from transformers import AutoTokenizer
-
-    from demo.train_demo_mt import bleu
-    from stages.methods.refinement.cmlm import CMLM, CMLMConfig, save_cmlm
+    """The grammar's pairs (or an AR teacher's translations of them) -> `cascade train cmlm`'s recipe."""
+    from stages.methods.refinement.cmlm import load_cmlm
     from stages.methods.refinement.mask_predict_steps import mask_predict
+    from stages.training.masked_lm_recipes import CMLMOptions, run_cmlm
+    from stages.training.train_eval import bleu
 
     torch.set_num_threads(cfg.schedule.threads)
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer_from)
     pairs = generate("train", cfg.n_pairs, seed=cfg.data_seed)
     if cfg.distill_from is not None:
-        from transformers import AutoModelForSeq2SeqLM
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from demo.train_demo_mt import translate
+        from stages.training.train_eval import translate
 
         teacher = AutoModelForSeq2SeqLM.from_pretrained(cfg.distill_from)
+        tok = AutoTokenizer.from_pretrained(cfg.distill_from)
         pairs = list(zip([s for s, _ in pairs], translate(teacher, tok, [s for s, _ in pairs])))
-    torch.manual_seed(cfg.schedule.seed)
-    model = CMLM(CMLMConfig(vocab_size=len(tok), d_model=cfg.d_model, layers=cfg.layers, heads=cfg.heads,
-                            ffn=cfg.ffn, max_target_length=cfg.max_target_length, pad_token_id=tok.pad_token_id))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    mask_id = model.config.mask_token_id
-
-    def loss_of_batch(rng: random.Random) -> torch.Tensor:
-        src, inp, labels, lengths = (t.to(device) for t in cmlm_batch(
-            tok, rng.sample(pairs, cfg.schedule.batch_size), cfg.max_target_length, mask_id, rng))
-        logits, length_logits = model(src, inp)
-        token_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                       ignore_index=-100, label_smoothing=cfg.label_smoothing)
-        length_loss = torch.nn.functional.cross_entropy(length_logits, lengths)
-        return token_loss + cfg.length_loss_weight * length_loss
-
-    result = run_training(model, loss_of_batch, cfg.schedule, "cmlm")
-    model.cpu()
-    save_cmlm(model, tok, cfg.out_dir)
+    data = write_pairs(pairs, cfg.out_dir.parent / f"{cfg.out_dir.name}-data" / "train.jsonl")
+    trained = run_cmlm(CMLMOptions(
+        data=data, model=str(cfg.tokenizer_from), out=cfg.out_dir, d_model=cfg.d_model, layers=cfg.layers,
+        heads=cfg.heads, ffn=cfg.ffn, max_target_length=cfg.max_target_length, label_smoothing=cfg.label_smoothing,
+        length_loss_weight=cfg.length_loss_weight, length_beam=cfg.length_beam, **cfg.schedule.options()))
+    model, tok = load_cmlm(cfg.out_dir)
     dev = read_tsv(DEV_TSV)[: cfg.dev_sentences]
     scores = {}
     for T in cfg.eval_iterations:
         states = mask_predict(model, tok, [en for en, _ in dev], iterations=T, length_beam=cfg.length_beam)
         scores[f"dev_bleu_T{T}"] = round(bleu([s.output for s in states], [de for _, de in dev]), 2)
-    result = {**result, **scores, "out_dir": str(cfg.out_dir)}
+    result = {"steps": trained["steps"], "seconds": trained["seconds"], "final_loss": trained["losses"][-1]["loss"],
+              **scores, "out_dir": str(cfg.out_dir)}
     (cfg.out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result), flush=True)
     return result
@@ -200,53 +155,30 @@ def train_wordpiece(texts: list[str], vocab_size: int):
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
 
 
-def mlm_batch(tok, texts: list[str], mask_prob: float, rng: random.Random):
-    enc = tok(texts, return_tensors="pt", padding=True, truncation=True)
-    ids = enc["input_ids"]
-    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
-    g = torch.Generator().manual_seed(rng.randrange(2**31))
-    chosen = (torch.rand(ids.shape, generator=g) < mask_prob) & ~special
-    labels = torch.where(chosen, ids, -100)
-    roll = torch.rand(ids.shape, generator=g)
-    ids = torch.where(chosen & (roll < 0.8), tok.mask_token_id, ids)
-    random_ids = torch.randint(len(tok.all_special_ids), len(tok), ids.shape, generator=g)
-    ids = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, ids)
-    return ids, enc["attention_mask"], labels
-
-
 @task(name="train-mlm", persist_result=False)
 def train_mlm_task(cfg: MLMTrainConfig) -> dict:
-    from transformers import BertConfig, BertForMaskedLM
+    """A WordPiece vocabulary and a BERT config for the grammar's English -> `cascade train mlm`'s recipe."""
+    from transformers import BertConfig
 
-    from demo.train_demo_mt import mark_float32
+    from stages.training.masked_lm_recipes import MLMOptions, run_mlm
 
     torch.set_num_threads(cfg.schedule.threads)
     texts = [en for en, _ in generate("train", cfg.n_sentences, seed=cfg.schedule.seed)]
     tok = train_wordpiece(texts, cfg.vocab_size)
-    torch.manual_seed(cfg.schedule.seed)
-    model = BertForMaskedLM(BertConfig(
-        vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-        intermediate_size=4 * cfg.hidden, max_position_embeddings=cfg.max_positions, pad_token_id=tok.pad_token_id))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-
-    def loss_of_batch(rng: random.Random) -> torch.Tensor:
-        ids, attn, labels = (t.to(device) for t in mlm_batch(tok, rng.sample(texts, cfg.schedule.batch_size),
-                                                              cfg.mask_prob, rng))
-        return model(input_ids=ids, attention_mask=attn, labels=labels).loss
-
-    result = run_training(model, loss_of_batch, cfg.schedule, "mlm")
-    dev = [en for en, _ in read_tsv(DEV_TSV)[: cfg.dev_sentences]]
-    ids, attn, labels = mlm_batch(tok, dev, cfg.mask_prob, random.Random(123))
-    with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.cpu()
-    keep = labels != -100
-    accuracy = float((logits.argmax(-1)[keep] == labels[keep]).float().mean())
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    model.cpu().to(torch.float16).save_pretrained(cfg.out_dir)
-    tok.save_pretrained(cfg.out_dir)
-    mark_float32(cfg.out_dir)
-    result = {**result, "dev_masked_accuracy": round(accuracy, 4), "out_dir": str(cfg.out_dir)}
+    start = cfg.out_dir.parent / f"{cfg.out_dir.name}-init"  # config + tokenizer: the recipe starts from scratch
+    start.mkdir(parents=True, exist_ok=True)
+    BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+               num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden,
+               max_position_embeddings=cfg.max_positions, pad_token_id=tok.pad_token_id).save_pretrained(start)
+    tok.save_pretrained(start)
+    data = start / "train.txt"
+    data.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    dev = start / "dev.txt"
+    dev.write_text("\n".join(en for en, _ in read_tsv(DEV_TSV)[: cfg.dev_sentences]) + "\n", encoding="utf-8")
+    trained = run_mlm(MLMOptions(data=data, dev=dev, dev_size=cfg.dev_sentences, model=str(start), out=cfg.out_dir,
+                                 mask_prob=cfg.mask_prob, max_length=cfg.max_positions, **cfg.schedule.options()))
+    result = {"steps": trained["steps"], "seconds": trained["seconds"], "final_loss": trained["losses"][-1]["loss"],
+              "dev_masked_accuracy": trained["evals"][-1]["dev_masked_accuracy"], "out_dir": str(cfg.out_dir)}
     (cfg.out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result), flush=True)
     return result

@@ -12,6 +12,8 @@
                 drafts) or nothing (the stage must also work without a draft)
 3. second pass  a Marian model of the demo size with the demo tokenizer,
                 trained on `join_source_draft(source, draft, "</s>")` -> reference
+                (steps 2 and 3 are `cascade train deliberation`'s recipe,
+                stages/training/deliberation_recipe.py; drafts in second-pass/drafts.jsonl)
 4. evaluation   dev BLEU of the first-pass drafts, of the second pass over
                 them, and of the second pass with empty drafts -> eval.json
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -27,8 +28,10 @@ from pydantic import BaseModel
 from prefect import flow, task
 from demo.demo_grammar import generate, read_tsv
 from experiments.train_members import WEAK, fresh_start
-from demo.train_demo_mt import MTSize, MTTrainConfig, bleu, translate, train_mt
+from demo.train_demo_mt import MTSize, MTTrainConfig, train_mt
 from stages.methods.refinement.second_pass import fit_draft, join_source_draft
+from stages.training.deliberation_recipe import Corruption
+from stages.training.train_eval import bleu, translate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "assets" / "models" / "mt-en-de"
@@ -43,13 +46,6 @@ class DraftMix(BaseModel):
     corrupted: float = 0.3
     clean: float = 0.1
     empty: float = 0.1
-
-
-class Corruption(BaseModel):
-    drop: float = 0.1
-    replace: float = 0.1
-    swap: float = 0.05
-    repeat: float = 0.05
 
 
 class DeliberationTrainConfig(BaseModel):
@@ -70,25 +66,6 @@ class DeliberationTrainConfig(BaseModel):
     seed: int = 0
 
 
-def corrupt(text: str, vocabulary: list[str], c: Corruption, rng: random.Random) -> str:
-    """Word-level noise on a reference: what a weak first pass gets wrong, roughly."""
-    out: list[str] = []
-    for word in text.split():
-        r = rng.random()
-        if r < c.drop:
-            continue
-        if r < c.drop + c.replace:
-            out.append(rng.choice(vocabulary))
-        elif r < c.drop + c.replace + c.repeat:
-            out += [word, word]
-        else:
-            out.append(word)
-    for i in range(len(out) - 1):
-        if rng.random() < c.swap:
-            out[i], out[i + 1] = out[i + 1], out[i]
-    return " ".join(out)
-
-
 @task(name="train-first-pass", persist_result=False)
 def train_first_pass(cfg: DeliberationTrainConfig) -> str:
     """A small model trained briefly, on pairs of another seed: fluent-ish drafts with real errors."""
@@ -107,46 +84,30 @@ def _load(path: str | Path):
     return AutoModelForSeq2SeqLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
-@task(name="make-drafts", persist_result=False)
-def make_drafts(cfg: DeliberationTrainConfig, first_pass: str) -> str:
-    """training.tsv: source, draft, reference, kind. The drafting model decodes greedily (fast, and weaker)."""
+@task(name="train-second-pass", persist_result=False)
+def train_second_pass(cfg: DeliberationTrainConfig, first_pass: str) -> dict:
+    """The grammar's pairs -> `cascade train deliberation`'s recipe (drafts, then the second pass)."""
+    import math
+
     import torch
-    from transformers import AutoTokenizer
+
+    from stages.training.deliberation_recipe import DeliberationOptions, run
 
     torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
     pairs = generate("train", cfg.n_pairs, seed=cfg.data_seed)
-    kinds = rng.choices(list(DraftMix.model_fields), weights=list(cfg.mix.model_dump().values()), k=len(pairs))
-    need = [i for i, k in enumerate(kinds) if k == "first_pass"]
-    model, tok = _load(first_pass)
-    drafted = dict(zip(need, translate(model, tok, [pairs[i][0] for i in need], num_beams=1)))
-    vocabulary = sorted({w for _, de in pairs for w in de.split()})
-    demo_tok = AutoTokenizer.from_pretrained(DEMO_MT)  # the second pass's tokenizer (fresh_start copies it)
-    rows = []
-    for i, ((en, de), kind) in enumerate(zip(pairs, kinds)):
-        if kind == "first_pass":
-            draft = drafted[i]
-        elif kind == "corrupted":
-            draft = corrupt(de, vocabulary, cfg.corruption, rng)
-        else:
-            draft = de if kind == "clean" else ""
-        # a rambling draft (or a long corrupted one) must not push the joined input past the positions
-        draft = fit_draft(demo_tok, en, draft.replace("\t", " "), SEP, cfg.size.max_positions)
-        rows.append("\t".join([en, draft, de, kind]))
-    path = cfg.out_dir / "training.tsv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(rows) + "\n")
-    return str(path)
-
-
-@task(name="train-second-pass", persist_result=False)
-def train_second_pass(cfg: DeliberationTrainConfig, drafts_tsv: str) -> dict:
-    rows = [line.split("\t") for line in Path(drafts_tsv).read_text().splitlines()]
-    pairs = [(join_source_draft(en, draft, SEP), de) for en, draft, de, _ in rows]
+    data = cfg.out_dir / "training.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps({"source": en, "target": de}, ensure_ascii=False) + "\n" for en, de in pairs),
+                    encoding="utf-8")
     start = fresh_start(cfg.out_dir / "second-pass-init", cfg.size, seed=cfg.seed)
-    return train_mt(MTTrainConfig(out_dir=cfg.out_dir / "second-pass", size=cfg.size, init_from=start,
-                                  epochs=cfg.epochs, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
-                                  seed=cfg.seed, threads=cfg.threads, dev_sentences=cfg.dev_sentences), pairs=pairs)
+    mt = MTTrainConfig()  # the demo MT's optimiser settings
+    steps = cfg.max_steps or int(cfg.epochs * math.ceil(len(pairs) / mt.batch_size))
+    mix = {f"draft_{k}": v for k, v in cfg.mix.model_dump().items()}
+    return run(DeliberationOptions(
+        data=data, model=str(start), out=cfg.out_dir / "second-pass", first_pass=first_pass, corruption=cfg.corruption,
+        steps=steps, batch_size=mt.batch_size, lr=mt.lr, warmup=mt.warmup, label_smoothing=mt.label_smoothing,
+        max_length=cfg.size.max_positions, seed=cfg.seed, threads=cfg.threads, save_dtype="float16", resume=False,
+        max_minutes=cfg.max_minutes if cfg.max_minutes < 1e9 else None, **mix))
 
 
 @task(name="evaluate-deliberation", persist_result=False)
@@ -174,8 +135,7 @@ def evaluate(cfg: DeliberationTrainConfig, first_pass: str) -> dict:
 @flow(name="train-deliberation", persist_result=False)
 def train_deliberation(cfg: DeliberationTrainConfig = DeliberationTrainConfig()) -> dict:
     first_pass = str(cfg.first_pass) if cfg.first_pass else train_first_pass.submit(cfg).result()
-    drafts = make_drafts.submit(cfg, first_pass).result()
-    trained = train_second_pass.submit(cfg, drafts).result()
+    trained = train_second_pass.submit(cfg, first_pass).result()
     return {"second_pass_training": trained, **evaluate.submit(cfg, first_pass).result()}
 
 

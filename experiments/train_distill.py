@@ -34,7 +34,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from demo.demo_grammar import generate, read_tsv, write_tsv
 from experiments.train_members import WEAK, bagging, fresh_start
-from demo.train_demo_mt import LOAD_LOCK, MTTrainConfig, bleu, train_mt
+from demo.train_demo_mt import LOAD_LOCK, MTTrainConfig, train_mt
+from stages.training.train_eval import bleu
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "distill"

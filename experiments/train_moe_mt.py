@@ -2,7 +2,9 @@
 
 Every run sees the same batches in the same order (step s always gets batch s of one shuffled
 pass over `steps × batch_size` generated pairs), the same seed, tokenizer (the demo MT's),
-optimiser and LR schedule (those of demo.train_demo_mt: AdamW, linear warmup, cosine to 2 %).
+optimiser and LR schedule (the training layer's loop, stages/training/train_loop.py: AdamW,
+linear warmup, cosine to 2 %). For your own data the same runs are `cascade train moe` and
+`cascade train upcycle`.
 Runs (architecture: the demo MT's 3+3 Marian layers at d_model 128; all six FFNs sparse in MoE runs):
 
     dense-f256     dense, FFN 256; its step-S/2 weights are saved as dense-f256-half
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -34,9 +35,11 @@ import torch
 from pydantic import BaseModel
 
 from demo.demo_grammar import generate
-from demo.train_demo_mt import MTSize, MTTrainConfig, build_model, warmup_cosine
+from demo.train_demo_mt import MTSize, MTTrainConfig, build_model
 from stages.methods.moe.moe_config import MoEConfig
 from stages.methods.moe.moe_marian import convert_marian_to_moe, layer_stats, load_moe_marian, moe_aux_loss, save_moe_marian
+from stages.training.train_data import Pair, seq2seq_batch
+from stages.training.train_loop import LoopConfig, Trainee, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build/moe"
@@ -86,16 +89,9 @@ def moe_config(run: Run, budget: Budget) -> MoEConfig:
                      z_coef=budget.z_coef)
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """train_mt's schedule: linear warmup, cosine from 1 down to 0.02 over `total` steps."""
-    return warmup_cosine(step, min(1.0, step / total), warmup)
-
-
-def batches(budget: Budget) -> list[list[tuple[str, str]]]:
-    pairs = generate("train", budget.steps * budget.batch_size, seed=budget.data_seed)
-    random.Random(budget.seed).shuffle(pairs)
-    b = budget.batch_size
-    return [pairs[i * b:(i + 1) * b] for i in range(budget.steps)]
+def training_pairs(budget: Budget) -> list[tuple[str, str]]:
+    """One pass of steps × batch_size pairs; the loop's seeded shuffle gives every run the same batch s."""
+    return generate("train", budget.steps * budget.batch_size, seed=budget.data_seed)
 
 
 def make_model(run: Run, budget: Budget, tokenizer):
@@ -114,49 +110,44 @@ def make_model(run: Run, budget: Budget, tokenizer):
 
 
 def train_run(run: Run, budget: Budget, data: list, tokenizer) -> dict:
-    torch.set_num_threads(budget.threads)
+    """One run with the training layer's loop (the schedule of `cascade train`, clipping, AdamW)."""
     model, start = make_model(run, budget, tokenizer)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(start + i, budget.steps, budget.warmup))
-    model.train()
-    t0, log, recent = time.time(), [], []
-    for step in range(start, budget.steps):
-        src, tgt = zip(*data[step])
-        batch = tokenizer(list(src), text_target=list(tgt), return_tensors="pt", padding=True)
-        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
-        logits = model(**batch).logits
+    log, recent = [], []
+    t0 = time.time()
+
+    def loss(m, pairs, step: int) -> torch.Tensor:
+        batch = seq2seq_batch(tokenizer, [Pair(*p) for p in pairs], 128, m.device)
+        logits = m(**batch).logits
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
                                                ignore_index=-100, label_smoothing=budget.label_smoothing)
-        loss = ce
-        if run.experts:
-            enc_mask, dec_mask = batch["attention_mask"], batch["labels"] != -100
-            loss = ce + moe_aux_loss(model, enc_mask, dec_mask)
-            stats = layer_stats(model, enc_mask, dec_mask)
-            recent.append(sum(s.balance.item() for s in stats.values()) / len(stats))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        done = step + 1
-        if done % 25 == 0 or done == budget.steps:
-            entry = {"step": done, "ce": round(ce.item(), 4), "seconds": round(time.time() - t0, 1)}
-            if recent:
-                entry["balance_term"] = round(sum(recent) / len(recent), 4)  # E·Σ f·P, 1 = uniform
-                recent = []
+        recent.append({"ce": ce.item()})
+        if not run.experts:
+            return ce
+        enc_mask, dec_mask = batch["attention_mask"], batch["labels"] != -100
+        stats = layer_stats(m, enc_mask, dec_mask)
+        recent[-1]["balance"] = sum(s.balance.item() for s in stats.values()) / len(stats)
+        return ce + moe_aux_loss(m, enc_mask, dec_mask)
+
+    def on_step(done: int, total: int, value: float) -> None:
+        if done % 25 == 0 or done == total:
+            entry = {"step": done, "ce": round(recent[-1]["ce"], 4), "seconds": round(time.time() - t0, 1)}
+            if run.experts:
+                entry["balance_term"] = round(sum(r["balance"] for r in recent) / len(recent), 4)  # E·Σ f·P, 1 = uniform
+            recent.clear()
             log.append(entry)
             print(f"{run.name} " + " ".join(f"{k} {v}" for k, v in entry.items()), flush=True)
-        if run.save_half_as and done == budget.steps // 2:
+        if run.save_half_as and done == total // 2:
             save_moe_marian(model, tokenizer, OUT / run.save_half_as)
             (OUT / run.save_half_as / "train.json").write_text(json.dumps(
                 {"run": run.save_half_as, "steps": done, "train_seconds": time.time() - t0,
                  "budget": budget.model_dump()}, indent=2) + "\n")
-            model.train()
-    seconds = time.time() - t0
-    model.eval()
-    save_moe_marian(model, tokenizer, OUT / run.name)
+
+    loop = LoopConfig(steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr, warmup=budget.warmup,
+                      seed=budget.seed, threads=budget.threads, resume=False, log_every=25)
+    trainee = Trainee(model, loss, save=lambda m, folder: save_moe_marian(m, tokenizer, folder))
+    trained = fit(trainee, data, loop, OUT / run.name, on_step=on_step, first_step=start)
     result = {"run": run.name, "spec": run.model_dump(), "budget": budget.model_dump(), "first_step": start,
-              "steps": budget.steps - start, "train_seconds": seconds, "log": log}
+              "steps": budget.steps - start, "train_seconds": trained.seconds, "log": log}
     (OUT / run.name / "train.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("run", "steps", "train_seconds")}), flush=True)
     return result
@@ -176,7 +167,7 @@ def main() -> None:
     OUT = Path(args.out)
     budget = Budget(steps=args.steps, threads=args.threads)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
-    data = batches(budget)
+    data = training_pairs(budget)
     for name in args.runs:
         if args.skip_existing and (OUT / name / "train.json").exists():
             print(f"{name}: exists, skipped", flush=True)

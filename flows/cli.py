@@ -374,6 +374,74 @@ def merge(
               f"in {summary['seconds']} s", highlight=False)
 
 
+def _recipe_list() -> str:
+    from stages.training.recipe_table import RECIPES
+
+    return "\n\n".join(f"{name}: {row.summary}" for name, row in RECIPES.items())
+
+
+def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())
+
+
+@app.command(help="Train models on your data with a recipe; a rerun with the same --out resumes.\n\n"
+                  "Recipes:\n\n" + _recipe_list())
+def train(
+    recipe: str = typer.Argument(..., help="recipe name (listed above)"),
+    data: str = typer.Option(..., "--data", help="training pairs: .jsonl, .tsv or a saved HF dataset dir"),
+    model: str = typer.Option(..., "--model", help="start: model dir or hub name, or a config+tokenizer dir"),
+    out_dir: str = typer.Option(..., "--out", help="output folder (checkpoints inside; rerun to resume)"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (warmup, then cosine)"),
+    batch_size: Optional[int] = typer.Option(None, help="examples per step"),
+    warmup: Optional[int] = typer.Option(None, help="linear warmup steps"),
+    seed: Optional[int] = typer.Option(None, help="seed of init, batch order and masking"),
+    save_every: Optional[int] = typer.Option(None, help="write checkpoint-STEP folders every this many steps"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate on --dev every this many steps"),
+    dev: Optional[str] = typer.Option(None, help="held-out pairs for the eval hook"),
+    max_minutes: Optional[float] = typer.Option(None, help="stop after this long"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda"),
+    resume: bool = typer.Option(True, help="continue from the newest checkpoint in --out"),
+    param: List[str] = typer.Option([], "--param", "-p", help="recipe option KEY=VALUE (repeatable)"),
+) -> None:
+    from pydantic import ValidationError
+
+    from stages.training.recipe_table import UnknownRecipe, check_data, recipe as find_recipe
+    from stages.training.train_data import DataError
+
+    given = {"data": data, "model": model, "out": out_dir, "steps": steps, "lr": lr, "batch_size": batch_size,
+             "warmup": warmup, "seed": seed, "save_every": save_every, "eval_every": eval_every, "dev": dev,
+             "max_minutes": max_minutes, "threads": threads, "device": device, "resume": resume}
+    params = _parse_params(param)
+    clash = sorted(set(params) & {k for k, v in given.items() if v is not None})
+    if clash:
+        usage_error(f"-p {clash[0]}=... repeats an option; give it once")
+    options = {**{k: v for k, v in given.items() if v is not None}, **params}
+    try:  # every option checked before any model is loaded
+        options_cls, _ = find_recipe(recipe)
+        checked = options_cls(**options)
+        check_data(recipe, checked)
+    except (UnknownRecipe, ValidationError, DataError) as exc:
+        usage_error(f"train {recipe}: {_one_line(exc)}")
+    from transformers.utils import logging as hf_logging
+
+    from flows.train_flow import train_flow
+
+    hf_logging.disable_progress_bar()  # per-save shard bars would bury the step lines
+    try:
+        summary = train_flow(recipe, checked.model_dump(mode="json"), show_progress=sys.stderr.isatty())
+    except (DataError, ValueError) as exc:
+        usage_error(f"train {recipe}: {_one_line(exc)}")
+    steps_done = summary.get("steps", "")
+    out.print(f"trained {recipe}{f' for {steps_done} steps' if steps_done else ''} into {checked.out}",
+              highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
     app()
 

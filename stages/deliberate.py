@@ -1,8 +1,9 @@
 """Deliberation as a stage: a second-pass seq2seq model rewrites a first-pass draft while reading the source.
 
 The second pass is a Marian-style model whose encoder reads
-`source </s> draft` (see stages/methods/refinement/second_pass.py; trained by
-experiments/train_deliberation.py). Wire it after any translator:
+`source </s> draft` (see stages/methods/refinement/second_pass.py; train one on your
+pairs with `cascade train deliberation --data PAIRS --model START --out DIR -p first_pass=DRAFTER`).
+Wire it after any translator:
 
     Translate(model="assets/models/mt-en-de") >> Deliberate(model="build/deliberation/second-pass")
 

@@ -2,6 +2,10 @@
 
 Drops into the speech-translation cascade in place of `Translate`: same Input,
 same Output. Members share a vocabulary; each keeps its own KV cache.
+
+Members for your data: `cascade train bagged` (bootstrap members) or `cascade train
+checkpoints` (a checkpoint series); both write members.json. `cascade train router` fits
+the router; `cascade train word-kd` / `seq-kd` distil the ensemble into one student.
 """
 from __future__ import annotations
 

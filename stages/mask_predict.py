@@ -2,7 +2,8 @@
 
     MaskPredict(model="build/cmlm", iterations=10, length_beam=3)
 
-The model folder is written by experiments/train_cmlm.py (stages/methods/refinement/cmlm.py).
+The model folder is written by `cascade train cmlm` (stages/training/masked_lm_recipes.py;
+the model: stages/methods/refinement/cmlm.py).
 Each output's trace holds the best length candidate after every iteration of
 this T's schedule; for quality against T, run once per T (the re-masking
 schedule n = N·(T−t)/T depends on T).
@@ -36,7 +37,7 @@ class MaskPredicted(RefineOutput, _MaskPredicted):
 
 
 class MaskPredictConfig(StageConfig):
-    model: str = Field(..., description="a CMLM folder (experiments/train_cmlm.py)")
+    model: str = Field(..., description="a CMLM folder (`cascade train cmlm`)")
     iterations: int = Field(10, ge=1, description="T: decoder passes per item")
     length_beam: int = Field(3, ge=1, description="ℓ: length candidates decoded in parallel")
     max_length: int | None = Field(None, ge=1, description="longest target; None = the model's limit")

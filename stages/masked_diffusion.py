@@ -2,6 +2,8 @@
 
     WhisperASR(model=...) >> MaskedDiffusionRepair(model="build/mlm-en", steps=4, remask_fraction=0.15)
 
+Any masked LM works; `cascade train mlm --data TEXT --model BERT_DIR --out DIR` trains one on your text.
+
 Input is Transcript-like (`text`, `language` bind by name after ASR); the
 output keeps the original as `source_text` and the trace shows the masked text
 at iteration 0 and each unmasking step after (stages/methods/refinement/unmasking_steps.py).

@@ -264,7 +264,8 @@ def load_moe_marian(path: str | Path, with_tokenizer: bool = True, device: str =
 
     path = Path(path).expanduser()
     if not (path / WEIGHTS_NAME).exists():
-        raise FileNotFoundError(f"{path / WEIGHTS_NAME} not found")
+        raise FileNotFoundError(f"{path / WEIGHTS_NAME} not found (train an MoE Marian with `cascade train moe` "
+                                "or `cascade train upcycle`)")
     config = MarianConfig.from_pretrained(path)
     model = MarianMTModel(config)
     meta_path = path / MOE_CONFIG_NAME

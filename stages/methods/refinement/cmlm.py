@@ -112,7 +112,7 @@ def load_cmlm(path: str | Path, device: torch.device | str = "cpu", dtype: torch
     path = Path(path)
     if not (path / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: not a CMLM folder "
-                                "(train one with experiments/train_cmlm.py)")
+                                "(train one: cascade train cmlm --data PAIRS --model TOKENIZER_DIR --out DIR)")
     config = CMLMConfig(**json.loads((path / CONFIG_FILE).read_text()))
     model = CMLM(config)
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
