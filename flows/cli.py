@@ -55,12 +55,15 @@ def run(
     show: int = typer.Option(5, help="example rows to print"),
     gpu_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit each GPU-stage task "
                                             "occupies (e.g. gpu-POOL from `cascade worker`)"),
+    allow_outside_paths: bool = typer.Option(False, help="let a .jsonl name files outside its own folder"),
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
     from pipelines.graph import WiringError
     from pipelines.registry import PipelineNotFound, resolve
     from flows.compile import run as run_job
-    from flows.manifest import InputError
+    from pydantic import ValidationError
+
+    from flows.manifest import InputError, describe_validation
     from flows.runners import RunnerError
 
     if batch_size < 1:
@@ -77,7 +80,10 @@ def run(
         pipe = resolve(pipeline, params)
         result = run_job(pipe, list(inputs), out=out_dir, job_id=job_id, batch_size=batch_size,
                          runner=runner, workers=workers, ray_address=ray_address,
-                         show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit)
+                         show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit,
+                         allow_outside_paths=allow_outside_paths)
+    except ValidationError as exc:  # a stage setting: one line naming the config, not pydantic's report
+        usage_error(f"{exc.title}: {describe_validation(exc)}")
     except (PipelineNotFound, WiringError, InputError, RunnerError, ValueError) as exc:
         usage_error(str(exc))
     _print_result(result, show)

@@ -160,12 +160,13 @@ class JobResult:
 
 def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str | None = None,
         batch_size: int = 16, runner: str = "local", workers: int = 2, ray_address: str | None = None,
-        show_progress: bool = False, gpu_limit: str | None = None) -> JobResult:
+        show_progress: bool = False, gpu_limit: str | None = None, allow_outside_paths: bool = False) -> JobResult:
     """Run `pipeline` over `inputs` (paths, folders, JSONL files or dicts) as one Prefect flow.
 
     The same `job_id` resumes: finished stage × batch results are reused.
     `gpu_limit` names a Prefect global concurrency limit that every task of a
     GPU stage occupies one slot of (see `cascade worker`); None = no limit.
+    Files named in a .jsonl must lie under its folder unless `allow_outside_paths`.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
@@ -188,7 +189,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     root = f"{str(out).rstrip('/')}/{job_id}"
     if "://" not in root:
         root = str(Path(root).resolve())
-    items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
+    items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs, allow_outside_paths))
     write_job(root, pipeline, items, input_errors, batch_size, job_id)
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     try:
