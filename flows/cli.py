@@ -58,11 +58,11 @@ def run(
     allow_outside_paths: bool = typer.Option(False, help="let a .jsonl name files outside its own folder"),
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
+    from pydantic import ValidationError
+
     from pipelines.graph import WiringError
     from pipelines.registry import PipelineNotFound, resolve
     from flows.compile import run as run_job
-    from pydantic import ValidationError
-
     from flows.manifest import InputError, describe_validation
     from flows.runners import RunnerError
 

@@ -6,8 +6,9 @@ do not validate become per-item errors here, before any model loads.
 
 Ids that come from paths are relative to the common folder of all the files
 named (`spk1/a`, `spk2/a`), so files of the same name in two folders stay two
-items; only explicit duplicate ids are an error. Only regular files are read:
-a FIFO or a device is an item error, not a hang.
+items; only explicit duplicate ids are an error. Bytes are read and hashed by
+flows/input_files.py: regular files only, so a FIFO or a device is an item
+error, not a hang.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", 
 TEXT_EXTS = {".txt"}
 
 log = logging.getLogger(__name__)
+
 
 class InputError(ValueError):
     """The inputs cannot be read at all (missing path, unknown format). A usage error, exit 2."""

@@ -145,7 +145,7 @@ class RunStore:
                 rows = self.read_jsonl(self.batch_rel(node, key))
             except (OSError, ValueError):  # unreadable or not JSON (orjson's and json's errors are ValueErrors)
                 return None
-            if [r.get("id") for r in rows] != ids or not all(_well_typed(r, output_type) for r in rows):
+            if not all(_well_typed(r, output_type) for r in rows) or [r["id"] for r in rows] != ids:
                 return None
             _recent.put((self.url, node, key), rows)
         return rows if [r.get("id") for r in rows] == ids else None
@@ -176,9 +176,6 @@ class _RecentBatches:
         self.max_rows, self.rows = max_rows, 0
         self._data: OrderedDict[tuple, list[dict]] = OrderedDict()
         self._lock = threading.Lock()
-
-    def __contains__(self, key: tuple) -> bool:
-        return key in self._data
 
     def get(self, key: tuple) -> list[dict] | None:
         with self._lock:

@@ -61,6 +61,15 @@ def test_a_stored_row_of_the_wrong_type_recomputes_its_batch(finished, bad_row):
     assert json.loads(first.read_text().splitlines()[0]) == rows[0]
 
 
+def test_a_stored_line_that_is_not_an_object_recomputes_its_batch(finished):
+    job, reference = finished
+    first = batch_files(job, "upper")[0]
+    lines = first.read_text().splitlines(keepends=True)
+    first.write_text('["s0", "SENTENCE NUMBER 0"]\n' + "".join(lines[1:]))
+    result, outputs = _rerun(job)
+    assert result.exit_code == 0 and outputs == reference
+
+
 def test_a_wrong_typed_sink_row_does_not_reach_the_outputs(finished):
     job, reference = finished
     first = batch_files(job, "split")[0]
