@@ -74,12 +74,15 @@ def run(
                                             "occupies (e.g. gpu-POOL from `cascade worker`)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="let Hugging Face models run the "
                                            "Python code their repository ships (auto_map); only for code you trust"),
+    allow_outside_paths: bool = typer.Option(False, help="let a .jsonl name files outside its own folder"),
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
+    from pydantic import ValidationError
+
     from pipelines.graph import WiringError
     from pipelines.catalog import PipelineNotFound, resolve
     from flows.job_folder import NoSpaceLeft
-    from flows.manifest import InputError
+    from flows.manifest import InputError, describe_validation
     from flows.run_job import run as run_job
     from flows.runners import RunnerError
     from stages.base import ConfigError
@@ -104,7 +107,10 @@ def run(
                 pipe = apply_trust_remote_code(pipe)
             result = run_job(pipe, list(inputs), out=out_dir, job_id=job_id, batch_size=batch_size,
                              runner=runner, workers=workers, ray_address=ray_address,
-                             show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit)
+                             show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit,
+                             allow_outside_paths=allow_outside_paths)
+    except ValidationError as exc:  # a stage setting: one line naming the config, not pydantic's report
+        usage_error(f"{exc.title}: {describe_validation(exc)}")
     except (PipelineNotFound, WiringError, InputError, RunnerError, ConfigError, ValueError) as exc:
         usage_error(str(exc))
     except NoSpaceLeft as exc:

@@ -51,7 +51,7 @@ def run_stage_batch(root: str, node: str, index: int, upstream: dict[str, str]) 
     digests = {i: job.items[i].get("_digests", {}) for i, _, _ in valid}
     key = batch_key(stage.fingerprint(), [(i, rec, digests[i]) for i, _, rec in valid] +
                     [(i, r.get("skipped") or r.get("error")) for i, r in rows.items()])
-    stored = store.stored_batch(node, key, job.batches[index])
+    stored = store.stored_batch(node, key, job.batches[index], stage.Output)
     if stored is not None:
         return _summary(key, stored, cached=True, seconds=0.0)
 

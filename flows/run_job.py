@@ -46,12 +46,13 @@ class JobResult:
 
 def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str | None = None,
         batch_size: int = 16, runner: str = "local", workers: int = 2, ray_address: str | None = None,
-        show_progress: bool = False, gpu_limit: str | None = None) -> JobResult:
+        show_progress: bool = False, gpu_limit: str | None = None, allow_outside_paths: bool = False) -> JobResult:
     """Run `pipeline` over `inputs` (paths, folders, JSONL files or dicts) as one Prefect flow.
 
     The same `job_id` resumes: finished stage × batch results are reused.
     `gpu_limit` names a Prefect global concurrency limit that every task of a
     GPU stage occupies one slot of (see `cascade worker`); None = no limit.
+    Files named in a .jsonl must lie under its folder unless `allow_outside_paths`.
     Raises ValueError (JobFolderError, ConfigError, ...) for usage errors and NoSpaceLeft
     when the disk fills up mid-run (rerun the same job id to resume).
     """
@@ -81,7 +82,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     folder = JobFolder.for_job(out, job_id)
     folder.prepare(inputs)  # before reading inputs: a bad --out is one line, whatever the inputs cost
     root = folder.root
-    items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
+    items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs, allow_outside_paths))
     try:
         write_job(root, pipeline, items, input_errors, batch_size, job_id)
     except OSError as exc:  # nothing ran yet: a usage error, like a full disk found by prepare()

@@ -18,6 +18,9 @@ from typing import Any, Iterable
 
 import fsspec
 import orjson
+from pydantic import BaseModel, ValidationError
+
+from stages.base import ItemError
 
 from flows.job_folder import JobFolder
 
@@ -41,6 +44,24 @@ def _loads(line: bytes) -> Any:
         return orjson.loads(line)
     except orjson.JSONDecodeError:  # NaN or Infinity, which json writes and orjson refuses
         return json.loads(line)
+
+
+def _well_typed(row: Any, output_type: type[BaseModel]) -> bool:
+    """One stored row as the engine writes it: {"id", and one of output / error / skipped}."""
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or len(row) != 2:
+        return False
+    try:
+        # JSON rules, strict: "1.5" is not a float and an extra field is refused. json, not orjson,
+        # writes the text: orjson would turn a stored NaN into null.
+        if "output" in row:
+            output_type.model_validate_json(json.dumps(row["output"]), strict=True)
+        elif "error" in row:
+            ItemError.model_validate_json(json.dumps(row["error"]), strict=True)
+        else:
+            return isinstance(row.get("skipped"), str)
+    except ValidationError:
+        return False
+    return True
 
 
 def batch_key(stage_fingerprint: str, records: list[tuple[str, dict]]) -> str:
@@ -104,23 +125,31 @@ class RunStore:
     def batch_rel(self, node: str, key: str) -> str:
         return JobFolder.batch_file(node, key)
 
-    def stored_batch(self, node: str, key: str, ids: list[str]) -> list[dict] | None:
-        """The stored rows of a batch if they are whole (one row per id, in order); None to recompute.
+    def stored_batch(self, node: str, key: str, ids: list[str], output_type: type[BaseModel]) -> list[dict] | None:
+        """The stored rows of a batch if they are whole and well-typed; None to recompute.
 
-        Batch files are written without fsync (a few ms per batch), so after a power cut one may be
-        empty or cut short: such a file counts as missing, never as a result.
+        Whole: one row per id, in order. Batch files are written without fsync (a few ms per batch),
+        so after a power cut one may be empty or cut short: such a file counts as missing, never as
+        a result. Well-typed: each row holds an `output` of the stage's `output_type`, an `error` or
+        a `skipped` upstream name, so a hand-edited row with the right types is reused and a wrong
+        one recomputes its batch. Rows that fail are never cached: the rewrite is what later reads see.
         """
-        if (self.url, node, key) not in _recent and not self.exists(self.batch_rel(node, key)):
-            return None
-        try:
-            rows = self.read_batch(node, key)
-        except (OSError, ValueError):  # unreadable or not JSON (orjson's and json's errors are ValueErrors)
-            return None
+        rows = _recent.get((self.url, node, key))  # written or verified by this process
+        if rows is None:
+            if not self.exists(self.batch_rel(node, key)):
+                return None
+            try:
+                rows = self.read_jsonl(self.batch_rel(node, key))
+            except (OSError, ValueError):  # unreadable or not JSON (orjson's and json's errors are ValueErrors)
+                return None
+            if not all(_well_typed(r, output_type) for r in rows) or [r["id"] for r in rows] != ids:
+                return None
+            _recent.put((self.url, node, key), rows)
         return rows if [r.get("id") for r in rows] == ids else None
 
     def write_batch(self, node: str, key: str, rows: list[dict]) -> None:
         self.write_jsonl(self.batch_rel(node, key), rows, durable=False)  # readers check: stored_batch
-        _recent.put((self.url, node, key), rows)
+        _recent.put((self.url, node, key), rows)  # replaces any rows of a file that failed the check
 
     def read_batch(self, node: str, key: str) -> list[dict]:
         """The batch's rows (shared with a cache: treat them as read-only)."""
@@ -145,9 +174,6 @@ class _RecentBatches:
         self._data: OrderedDict[tuple, list[dict]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __contains__(self, key: tuple) -> bool:
-        return key in self._data
-
     def get(self, key: tuple) -> list[dict] | None:
         with self._lock:
             rows = self._data.get(key)
@@ -162,8 +188,8 @@ class _RecentBatches:
 
     def put(self, key: tuple, rows: list[dict]) -> None:
         with self._lock:
-            if key in self._data:
-                return
+            old = self._data.pop(key, None)
+            self.rows -= len(old) if old is not None else 0
             self._data[key] = rows
             self.rows += len(rows)
             while self.rows > self.max_rows and len(self._data) > 1:
@@ -182,15 +208,3 @@ def forget_batches(url: str) -> None:
 def _protocols(fs) -> tuple:
     proto = fs.protocol
     return proto if isinstance(proto, tuple) else (proto,)
-
-
-def file_digest(path: str) -> str:
-    """sha256 of a file's bytes (local or fsspec URI); '' when it cannot be read."""
-    try:
-        with fsspec.open(path, "rb") as f:
-            h = hashlib.sha256()
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-            return h.hexdigest()
-    except (OSError, ValueError):
-        return ""

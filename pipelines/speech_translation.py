@@ -37,12 +37,12 @@ def _or_demo(value: str | None, demo: str, param: str, pipeline: str) -> str:
 def speech_translation(target: str = "de", source: str | None = "en", asr_model: str | None = None,
                        mt_model: str | None = None, beam_size: int | None = None, mt_beams: int = 4,
                        asr_nbest: int = 0, mt_ensemble: str = "", combiner: str = "linear",
-                       asr_batch: int = 32, device: str = "auto") -> Pipeline:
+                       asr_batch: int = 32, device: str = "auto", max_seconds: float = 4 * 3600) -> Pipeline:
     """Speech in, translation out: whisper ASR -> seq2seq MT (or a comma-separated MT ensemble)."""
     asr_model = _or_demo(asr_model, DEMO_ASR, "asr_model", "speech-translation")
     mt_model = None if mt_ensemble else _or_demo(mt_model, DEMO_MT, "mt_model", "speech-translation")
     asr = WhisperASR(model=asr_model, language=source, beam_size=beam_size or (asr_nbest or None),
-                     nbest=asr_nbest, decode_batch=asr_batch, device=device)
+                     nbest=asr_nbest, decode_batch=asr_batch, device=device, max_seconds=max_seconds)
     if mt_ensemble:
         mt = EnsembleTranslate(members=[m.strip() for m in mt_ensemble.split(",") if m.strip()],
                                combiner=combiner, target_lang=target, num_beams=mt_beams,
@@ -56,11 +56,12 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
 
 
 def transcribe(model: str | None = None, language: str | None = None, beam_size: int | None = None,
-               device: str = "auto") -> Pipeline:
+               device: str = "auto", max_seconds: float = 4 * 3600) -> Pipeline:
     """Speech in, transcript out (whisper)."""
     model = _or_demo(model, DEMO_ASR, "model", "transcribe")
     pipe = Pipeline("transcribe", metrics=[Metric("wer", "asr", "text", f"ref_{language or 'en'}")])
-    return pipe.add("asr", WhisperASR(model=model, language=language, beam_size=beam_size, device=device))
+    return pipe.add("asr", WhisperASR(model=model, language=language, beam_size=beam_size, device=device,
+                                      max_seconds=max_seconds))
 
 
 def translate(target: str = "de", source: str | None = "en", model: str | None = None, beams: int = 4,

@@ -23,7 +23,8 @@ class WhisperASRConfig(StageConfig):
     nbest: int = Field(0, ge=0, description="keep this many hypotheses (≤ beam size) per item")
     fp16: bool | None = Field(None, description="None = fp16 on GPU, fp32 on CPU")
     decode_batch: int = Field(16, ge=1, description="audio windows decoded together")
-    max_seconds: float = Field(4 * 3600, gt=0, description="longer files are refused per item")
+    max_seconds: float = Field(4 * 3600, gt=0, description="longer files are refused per item, by their header's "
+                               "duration before decoding (CLI: -p max_seconds=N)")
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     download_root: str | None = None

@@ -111,11 +111,11 @@ def path_identity(name_or_path: str) -> str:
     if not path.exists():
         return str(name_or_path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    parts = [f"{p.relative_to(path.parent)}:{file_digest(p)}" for p in files]
+    parts = [f"{p.relative_to(path.parent)}:{model_file_digest(p)}" for p in files]
     return f"{path.resolve()}|" + ",".join(parts)
 
 
-def file_digest(path: Path) -> str:
+def model_file_digest(path: Path) -> str:
     st = path.stat()
     memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # ctime: any write
     if memo not in _digests:

@@ -94,8 +94,8 @@ def test_bad_audio_items_fail_alone_with_clear_errors(audio_corpus, tiny_whisper
         "nan": ("asr", "bad_input", "NaN or infinite"),
         "truncated": ("asr", "bad_input", decode),
         "too_long": ("asr", "bad_input", "over the limit of 15 s"),
-        "a_folder": ("asr", "bad_input", "cannot read"),
-        "missing_file": ("asr", "bad_input", "audio file not found"),
+        "a_folder": ("input", "invalid_input", "not a regular file (a folder)"),  # found while hashing
+        "missing_file": ("input", "invalid_input", "file not found"),
         "no_audio_field": ("input", "invalid_input", "audio: Field required"),
         "audio_not_a_string": ("input", "invalid_input", "audio: Input should be a valid string"),
         "ok": ("input", "invalid_input", "duplicate item id"),  # the second 'ok' only

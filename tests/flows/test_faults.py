@@ -65,12 +65,13 @@ _KILLED_WRITE = textwrap.dedent("""
 
 def test_a_write_killed_midway_leaves_no_visible_partial_file(tmp_path):
     from flows.store import RunStore
+    from stages.payloads import Text
 
     store = RunStore(str(tmp_path / "job"))
     script = _KILLED_WRITE.format(root=str(ROOT), job=str(tmp_path / "job"))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()
-    assert store.stored_batch("up", "k", ["a"] * 1000) is None  # a rerun recomputes it, never reads half
+    assert store.stored_batch("up", "k", ["a"] * 1000, Text) is None  # a rerun recomputes it, never reads half
     assert list((tmp_path / "job" / "stages" / "up").glob("*.jsonl")) == []
 
     store.write_batch("up", "k", [{"id": "a", "output": {"text": "OLD"}}])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flows import store as store_mod
 from flows.store import RunStore, _RecentBatches
+from stages.payloads import Text
 
 
 def test_a_batch_written_here_is_read_back_without_parsing(tmp_path, monkeypatch):
@@ -59,18 +60,18 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 def test_a_stored_batch_counts_only_when_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, "_recent", _RecentBatches())  # read from disk, as a new process would
     st = RunStore(str(tmp_path))
-    rows = [{"id": "a", "output": {"text": "x"}}, {"id": "b", "error": {"kind": "k"}}]
+    rows = [{"id": "a", "output": {"text": "x"}}, {"id": "b", "error": {"kind": "k", "message": "m"}}]
     monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (_ for _ in ()).throw(AssertionError("fsync")))
     st.write_batch("mt", "k1", rows)  # batch files skip the fsync: readers check them instead
     monkeypatch.setattr(store_mod, "_recent", _RecentBatches())
-    assert st.stored_batch("mt", "k1", ["a", "b"]) == rows
-    assert st.stored_batch("mt", "k1", ["a", "b", "c"]) is None  # not the batch asked for
-    assert st.stored_batch("mt", "nope", ["a"]) is None
+    assert st.stored_batch("mt", "k1", ["a", "b"], Text) == rows
+    assert st.stored_batch("mt", "k1", ["a", "b", "c"], Text) is None  # not the batch asked for
+    assert st.stored_batch("mt", "nope", ["a"], Text) is None
     path = tmp_path / st.batch_rel("mt", "k2")
     for damaged in [b"", b'{"id": "a", "output": {"text": "x"}}\n', b'{"id": "a", "outp']:  # after a power cut
         path.write_bytes(damaged)
         monkeypatch.setattr(store_mod, "_recent", _RecentBatches())
-        assert st.stored_batch("mt", "k2", ["a", "b"]) is None
+        assert st.stored_batch("mt", "k2", ["a", "b"], Text) is None
 
 
 def test_forgetting_a_job_drops_only_its_rows():

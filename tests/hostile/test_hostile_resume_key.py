@@ -44,12 +44,12 @@ def test_a_model_folder_is_identified_by_content_not_by_names_and_sizes(tiny_mar
 
 
 def test_files_over_the_hash_limit_fall_back_to_size_time_and_header(tmp_path, monkeypatch):
-    from stages.runtime.model_cache import file_digest
+    from stages.runtime.model_cache import model_file_digest
 
     monkeypatch.setenv("CASCADE_MODEL_HASH_MAX_BYTES", "10")
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 100)
-    assert file_digest(big).startswith("size=100,")
+    assert model_file_digest(big).startswith("size=100,")
 
 
 def test_a_stage_version_bump_changes_the_key(tiny_marian):
