@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -30,6 +30,7 @@ from flows.manifest import read_inputs, validate_items
 from flows.results import collect
 from flows.store import RunStore
 from flows.runners import make_task_runner, resource_options
+from flows.stale_runs import crash_earlier_runs, live_run_ids
 
 
 @task(name="stage-batch", persist_result=False, cache_policy=NO_CACHE)
@@ -38,13 +39,20 @@ def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu
     keys = {u: s["key"] for u, s in upstream.items()}
     load_job(root, run_token)  # a new run token makes long-lived workers re-read the job
     if not gpu_limit:  # local runs: no limit, no server calls
-        return run_stage_batch(root, node, index, keys)
+        return _logged(run_stage_batch(root, node, index, keys), node, index)
     from prefect.concurrency.sync import concurrency
 
     # strict: a missing limit is an error, never a silent free-for-all on the GPUs. The slot is leased
     # and renewed while we run; a killed worker's slot comes back when its lease lapses (the 60 s minimum).
     with concurrency(gpu_limit, occupy=1, strict=True, lease_duration=60):
-        return run_stage_batch(root, node, index, keys)
+        return _logged(run_stage_batch(root, node, index, keys), node, index)
+
+
+def _logged(summary: dict, node: str, index: int) -> dict:
+    """One INFO line per batch in the task run's logs on the server (the console shows WARNING and up)."""
+    what = "reused" if summary["cached"] else f"done in {summary['seconds']:.2f} s"
+    get_run_logger().info("%s batch %d %s: %d ok, %d failed", node, index, what, summary["ok"], summary["failed"])
+    return summary
 
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
@@ -100,10 +108,14 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
                         submit(d, i)
             else:
                 failures[(node, i)] = _failure_message(state)
+                get_run_logger().warning("%s batch %d failed: %s", node, i, failures[(node, i)])
             status.record(node, runs[node][i])
             progress.advance(bar)
     status.write()
     summary = collect(job, runs, failures, time.perf_counter() - start)
+    for node, s in summary["stages"].items():
+        get_run_logger().info("stage %s: %d ok, %d failed, %d/%d batches reused", node, s["ok"], s["failed"],
+                              s["cached_batches"], s["batches"])
     _publish(summary)
     return summary
 
@@ -190,6 +202,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
         root = str(Path(root).resolve())
     items, input_errors = validate_items(pipeline, read_inputs(pipeline, inputs))
     write_job(root, pipeline, items, input_errors, batch_size, job_id)
+    crash_earlier_runs(f"{pipeline.name}:{job_id}", keep=live_run_ids())  # left Running by a dead process
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     try:
         with _no_heartbeats_without_a_server(), _older_objects_frozen():

@@ -34,6 +34,27 @@ def parse_gpus(text: str | None) -> list[str]:
     return gpus
 
 
+def check_gpus(gpus: list[str], allow_cpu: bool = False, visible: int | None = None) -> str | None:
+    """Refuse GPU ids this machine does not have (a usage error), or, with `allow_cpu`, return a warning.
+
+    `visible` is the number of CUDA devices (asked of torch when None).
+    """
+    if not gpus:
+        return None
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count()
+    missing = [g for g in gpus if not (g.isdigit() and int(g) < visible)]
+    if not missing:
+        return None
+    message = (f"--gpus {','.join(gpus)}: no CUDA device {', '.join(missing)} on this machine "
+               f"({visible} visible)")
+    if not allow_cpu:
+        raise ValueError(f"{message}; give existing ids, or --allow-cpu to run these workers on the CPU")
+    return f"{message}; --allow-cpu: their jobs run on the CPU"
+
+
 def worker_specs(pool: str, gpus: list[str], host: str | None = None) -> list[WorkerSpec]:
     host = host or socket.gethostname().split(".")[0]
     base = server_env()
