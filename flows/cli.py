@@ -173,6 +173,8 @@ def server(
     from flows.server import api_url, server_command, server_env
 
     out.print(f"export PREFECT_API_URL={api_url(host, port)}", highlight=False, soft_wrap=True)
+    if ui:
+        out.print(f"web UI: {api_url(host, port).removesuffix('/api')}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     cmd = server_command(host, port)
     os.execvpe(cmd[0], cmd, server_env(ui, host, port))  # the server is this process now: signals reach it directly
@@ -206,9 +208,12 @@ def worker(
         usage_error(str(exc))
     if warning:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-    out.print(f"pool {pool}: GPU limit {name} = {slots} slot(s)" if slots else
-              f"pool {pool}: CPU worker, no GPU limit", highlight=False)
-    raise typer.Exit(supervise(worker_specs(pool, devices), echo=lambda m: out.print(m, highlight=False)))
+    def echo(message: str) -> None:  # flushed: the log of a worker run in the background shows it now
+        out.print(message, highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    echo(f"pool {pool}: GPU limit {name} = {slots} slot(s)" if slots else f"pool {pool}: CPU worker, no GPU limit")
+    raise typer.Exit(supervise(worker_specs(pool, devices), echo=echo))
 
 
 @app.command()

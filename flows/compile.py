@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,7 +52,11 @@ def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu
 def _logged(summary: dict, node: str, index: int) -> dict:
     """One INFO line per batch in the task run's logs on the server (the console shows WARNING and up)."""
     what = "reused" if summary["cached"] else f"done in {summary['seconds']:.2f} s"
-    get_run_logger().info("%s batch %d %s: %d ok, %d failed", node, index, what, summary["ok"], summary["failed"])
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # the task's function called directly (tests, tools)
+        return summary
+    logger.info("%s batch %d %s: %d ok, %d failed", node, index, what, summary["ok"], summary["failed"])
     return summary
 
 

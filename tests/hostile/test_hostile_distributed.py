@@ -19,7 +19,7 @@ import pytest
 
 from flows.server import api_url
 from flows.workers import check_gpus
-from tests.conftest import CASCADE
+from tests.conftest import CASCADE, ROOT
 from tests.prefect_server import kill_flow_runs, running_server, start_group, stop_group, wait_for
 
 PIPE = "tests.toy_pipelines:upper_split"
@@ -48,7 +48,8 @@ def _lines(n, tag):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("prefect-home"), ui=True) as env:
+    # A loaded machine (2 cores, parallel test sessions) has needed over 150 s for a server to answer.
+    with running_server(tmp_path_factory.mktemp("prefect-home"), timeout=400, ui=True) as env:
         yield env
 
 
@@ -164,7 +165,8 @@ def test_a_cpu_worker_makes_no_gpu_limit_and_deploy_attaches_none(server, tmp_pa
 # 26 ------------------------------------------------------------------------------------------------
 
 def test_missing_gpus_are_one_usage_error(tmp_path):
-    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # never reached: devices come first
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api",  # never reached: devices come first
+           "PYTHONPATH": str(ROOT)}
     done = _cascade(["worker", "--pool", "p", "--gpus", "97,98"], env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip().count("\n") == 0 and "no CUDA device 97, 98" in done.stderr, done.stderr
@@ -223,7 +225,7 @@ def test_runs_without_a_server_use_their_own_database_and_cascade_server_the_def
              "print(get_current_settings().server.database.connection_url.get_secret_value())\n"
              "print(server_env().get('PREFECT_SERVER_DATABASE_CONNECTION_URL', 'default'))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env.update(PREFECT_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     temporary, served = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
                                        timeout=120, check=True).stdout.split()
     assert temporary == f"sqlite+aiosqlite:///{tmp_path}/cascade-embedded.db"
@@ -248,7 +250,11 @@ def ray_head(server, tmp_path):
         wait_for(lambda: "Ray runtime started" in (tmp_path / "ray.log").read_text(), 180, "ray start", poll=1)
         yield f"127.0.0.1:{port}", env
     finally:
-        stop_group(head, signal.SIGTERM)  # --block: ray start stops its own processes on SIGTERM
+        os.killpg(head.pid, signal.SIGTERM)  # --block: ray start stops its own processes (draining up to 30 s)
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            stop_group(head)
 
 
 @pytest.mark.slow
