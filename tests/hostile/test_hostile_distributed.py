@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,8 +98,9 @@ def test_ui_on_a_free_port_shows_the_finished_run_and_its_artifact(server, finis
     page = _browse(f"{base}/runs/flow-run/{flow_run['id']}", screenshot=tmp_path / "run.png")
     assert "Can't connect to Server API" not in page
     assert "upper-split:logged" in page
-    artifacts = _browse(f"{base}/artifacts")
-    assert "cascade-logged" in artifacts  # the job's summary table artifact
+    # The job's summary table artifact, its description and the run that made it.
+    artifact = " ".join(re.sub(r"<[^>]+>", " ", _browse(f"{base}/artifacts/key/cascade-logged")).split())
+    assert "upper-split: 6/6 items ok" in artifact and "Flow run upper-split:logged" in artifact, artifact[:2000]
 
 
 # 23 ------------------------------------------------------------------------------------------------
@@ -182,20 +184,32 @@ def test_allow_cpu_turns_missing_gpus_into_a_warning():
 # 28 ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_one_sigterm_stops_the_worker_cleanly(server, tmp_path):
+def test_one_sigterm_lets_the_current_run_finish_then_the_worker_exits_0(server, tmp_path):
     log = tmp_path / "worker.log"
+    (tmp_path / "in.txt").write_text(_lines(6, "t"))
+    made = _cascade(["deploy", PIPE, "--name", "busy", "--pool", "stoppable", "--inputs", str(tmp_path / "in.txt"),
+                     "--out", str(tmp_path), "--batch-size", "2", "-p", "sleep=1.5"], server)
+    assert made.returncode == 0, made.stdout + made.stderr
     proc = start_group([*CASCADE, "worker", "--pool", "stoppable"], server, log)
     try:
-        wait_for(lambda: "started" in log.read_text(), 120, "the worker to start", poll=1)
-        wait_for(lambda: _api(server, "/work_pools/stoppable/workers/filter", {}), 120,
-                 "the Prefect worker to poll the server", poll=1)
+        assert _cascade(["submit", "busy"], server).returncode == 0
+        wait_for(lambda: any(r["state_type"] == "RUNNING" for r in _flow_runs_of(server, "busy")), 180,
+                 "the run to start on the worker", poll=1)
         # To the whole process group, as systemd's stop (and a terminal's Ctrl-C, as SIGINT) sends it.
         os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=90)
+        code = proc.wait(timeout=240)
     finally:
         stop_group(proc)
+        kill_flow_runs(server)
     assert code == 0, log.read_text()
     assert "workers stopped" in log.read_text()
+    assert [r["state_type"] for r in _flow_runs_of(server, "busy")] == ["COMPLETED"], log.read_text()
+    assert json.loads((tmp_path / "busy" / "summary.json").read_text())["ok"] == 6
+
+
+def _flow_runs_of(env, deployment):
+    [dep] = [d for d in _api(env, "/deployments/filter", {}) if d["name"] == deployment]
+    return _api(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}})
 
 
 @pytest.mark.slow
