@@ -83,8 +83,8 @@ def _stop_with_parent() -> None:
 def supervise(specs: list[WorkerSpec], echo=print) -> int:
     """Run the workers until they all exit or we are told to stop; stop them all together.
 
-    A first SIGTERM or SIGINT is a graceful stop: each Prefect worker takes no new flow runs (a run in
-    progress lives in its own process and goes on to its end), and the exit code is 0.
+    A first SIGTERM or SIGINT is a graceful stop: each Prefect worker takes no new flow runs and the exit
+    code is 0 (a run in progress still stops with its worker; resubmitting resumes it).
     A second signal stops them at once (their runs resume when resubmitted); the exit code is then 143.
     """
     # Own sessions: a terminal's Ctrl-C reaches the whole group, and Prefect would count it and our
@@ -99,7 +99,7 @@ def supervise(specs: list[WorkerSpec], echo=print) -> int:
     def stop(signum, _frame):
         signals.append(signum)
         if len(signals) == 1:
-            echo("stopping: no new runs; runs in progress go on to their end (signal again to stop now)")
+            echo("stopping: no new runs (signal again to stop now)")
         for p in procs.values():
             if p.poll() is None:
                 # Prefect's worker: a first SIGTERM stops polling and waits for its runs; a second kills it.
