@@ -247,9 +247,11 @@ def server(
     from flows.server import api_url, server_command, server_env
 
     out.print(f"export PREFECT_API_URL={api_url(host, port)}", highlight=False, soft_wrap=True)
+    if ui:
+        out.print(f"web UI: {api_url(host, port).removesuffix('/api')}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     cmd = server_command(host, port)
-    os.execvpe(cmd[0], cmd, server_env(ui))  # the server is this process now: signals reach it directly
+    os.execvpe(cmd[0], cmd, server_env(ui, host, port))  # the server is this process now: signals reach it directly
 
 
 @app.command()
@@ -258,21 +260,34 @@ def worker(
     gpus: Optional[str] = typer.Option(None, help="GPU ids, e.g. 0,1: one worker per GPU; none = one CPU worker"),
     total_gpus: Optional[int] = typer.Option(None, help="set the pool's GPU limit to this many slots (all "
                                              "machines together); default: grow it to this machine's GPUs"),
+    allow_cpu: bool = typer.Option(False, help="start --gpus workers even where those devices are missing "
+                                   "(a warning, and jobs run on the CPU)"),
 ) -> None:
-    """Start Prefect process workers for POOL, one per GPU, and the pool's GPU concurrency limit."""
+    """Start Prefect process workers for POOL, one per GPU, and the pool's GPU concurrency limit.
+
+    Without --gpus: one CPU worker and no GPU limit (a limit would serialise every stage for nothing).
+    """
     from flows.server import ServerError, ensure_gpu_limit, ensure_pool, gpu_limit_name, require_api
-    from flows.workers import parse_gpus, supervise, worker_specs
+    from flows.workers import check_gpus, parse_gpus, supervise, worker_specs
 
     try:
         devices = parse_gpus(gpus)
+        warning = check_gpus(devices, allow_cpu)
         require_api()
         ensure_pool(pool)
         name = gpu_limit_name(pool)
-        slots = ensure_gpu_limit(name, total_gpus or max(1, len(devices)), exact=total_gpus is not None)
+        slots = ensure_gpu_limit(name, total_gpus or len(devices), exact=total_gpus is not None) \
+            if devices or total_gpus else 0
     except (ServerError, ValueError) as exc:
         usage_error(str(exc))
-    out.print(f"pool {pool}: GPU limit {name} = {slots} slot(s)", highlight=False)
-    raise typer.Exit(supervise(worker_specs(pool, devices), echo=lambda m: out.print(m, highlight=False)))
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    def echo(message: str) -> None:  # flushed: the log of a worker run in the background shows it now
+        out.print(message, highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    echo(f"pool {pool}: GPU limit {name} = {slots} slot(s)" if slots else f"pool {pool}: CPU worker, no GPU limit")
+    raise typer.Exit(supervise(worker_specs(pool, devices), echo=echo))
 
 
 @app.command()
@@ -323,11 +338,13 @@ def submit(
     name: str = typer.Argument(..., help="deployment name (from `cascade deploy --name`)"),
     wait: bool = typer.Option(False, help="wait for the run to end; exit 0 / 3 like `cascade run`"),
     timeout: Optional[float] = typer.Option(None, help="with --wait: give up after this many seconds"),
+    cancel_on_timeout: bool = typer.Option(False, help="with --timeout: cancel the run when it has not "
+                                           "finished in time"),
 ) -> None:
     """Run a deployment now."""
     from prefect.exceptions import ObjectNotFound
 
-    from flows.deploy import submit as run_now, summary_of
+    from flows.deploy import cancel_run, submit as run_now, summary_of
     from flows.server import ServerError, require_api
 
     try:
@@ -337,13 +354,22 @@ def submit(
         usage_error(str(exc))
     except ObjectNotFound:
         usage_error(f"no deployment named {name!r} (see `prefect deployment ls`)")
-    out.print(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else '?'}",
-              highlight=False)
+    state = flow_run.state
+    out.print(f"flow run {flow_run.name} ({flow_run.id}): {state.name if state else '?'}", highlight=False)
     if not wait:
         return
-    if not (flow_run.state and flow_run.state.is_completed()):
-        console.print(f"[red]the run did not complete:[/red] {flow_run.state.message if flow_run.state else ''}",
-                      highlight=False)
+    said = f"{state.name}" + (f" ({state.message})" if state and state.message else "") if state else "no state"
+    if not (state and state.is_final()):
+        if cancel_on_timeout:
+            cancel_run(flow_run.id)
+            what = "cancelled it"
+        else:
+            what = f"it goes on; to stop it: prefect flow-run cancel {flow_run.id}"
+        console.print(f"[red]the run did not finish within {timeout or 0:g} s:[/red] it is {said}; {what}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CRASH)
+    if not state.is_completed():
+        console.print(f"[red]the run did not complete:[/red] it ended {said}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_CRASH)
     summary = summary_of(flow_run) or {"ok": 0, "items": 0, "failed": 0}
     out.print(f"{summary['ok']}/{summary['items']} items ok, {summary['failed']} failed", highlight=False)

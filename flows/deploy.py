@@ -133,6 +133,16 @@ def submit(name: str, wait: bool = False, timeout: float | None = None, poll: fl
     return run_deployment(full, timeout=(timeout if wait else 0), poll_interval=poll, as_subflow=False)
 
 
+def cancel_run(flow_run_id) -> None:
+    """Ask the run's worker to stop it (Prefect's Cancelling state; a scheduled run is cancelled outright)."""
+    from prefect import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelling(message="cancelled by `cascade submit --cancel-on-timeout`"),
+                                  force=True)
+
+
 def summary_of(flow_run) -> dict | None:
     """The job summary a finished run of a deployment wrote into the run store."""
     from flows.store import RunStore

@@ -33,9 +33,8 @@ class EmbeddedServer:
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.log = tempfile.NamedTemporaryFile(prefix="cascade-server-", suffix=".log", delete=False)
-        env = {**os.environ, "PREFECT_UI_ENABLED": "false", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT_API_DATABASE_CONNECTION_URL": os.environ.get("CASCADE_EMBEDDED_DATABASE")
-               or default_database()}
+        env = {**os.environ, "PREFECT_UI_ENABLED": "false", "PREFECT__SERVER_EPHEMERAL": "1"}
+        env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", default_database())  # settings.apply() sets it too
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flows.embedded_server", str(os.getpid()), str(self.port)],

@@ -11,9 +11,10 @@ import re
 import time
 import uuid
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -31,18 +32,32 @@ def stage_batch(root: str, node: str, index: int, upstream: dict[str, dict], gpu
     load_job(root, run_token)  # a new run token makes long-lived workers re-read the job
     try:
         if not gpu_limit:  # local runs: no limit, no server calls
-            return run_stage_batch(root, node, index, keys)
+            return _logged(run_stage_batch(root, node, index, keys), node, index)
         from prefect.concurrency.sync import concurrency
 
         # strict: a missing limit is an error, never a silent free-for-all on the GPUs. The slot is leased
         # and renewed while we run; a killed worker's slot comes back when its lease lapses (the 60 s minimum).
         with concurrency(gpu_limit, occupy=1, strict=True, lease_duration=60):
-            return run_stage_batch(root, node, index, keys)
+            return _logged(run_stage_batch(root, node, index, keys), node, index)
     except OSError as exc:
         if not is_no_space(exc):
             raise
         # A full disk is no task failure to retry or log a traceback for: the flow stops and says what to free.
         return {"no_space": JobFolder(root).no_space_message(exc, load_job(root).job_id)}
+
+
+def _logged(summary: dict, node: str, index: int) -> dict:
+    """One INFO line per batch in the task run's logs on the server (the console shows WARNING and up)."""
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # the task's function called directly (tests, tools)
+        return summary
+    if "config_error" in summary:  # the CLI prints it once; the server's log keeps it too
+        logger.info("%s batch %d stopped the job: %s", node, index, summary["config_error"])
+        return summary
+    what = "reused" if summary["cached"] else f"done in {summary['seconds']:.2f} s"
+    logger.info("%s batch %d %s: %d ok, %d failed", node, index, what, summary["ok"], summary["failed"])
+    return summary
 
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
@@ -103,6 +118,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
                         submit(d, i)
             else:
                 failures[(node, i)] = _failure_message(state)
+                get_run_logger().warning("%s batch %d failed: %s", node, i, failures[(node, i)])
             status.record(node, runs[node][i])
             progress.advance(bar)
     status.write()
@@ -117,6 +133,9 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
         return {"no_space": status.no_space}
     if status.config_error:  # the same: `run` raises it as one usage error
         return {"config_error": status.config_error}
+    for node, s in summary["stages"].items():
+        get_run_logger().info("stage %s: %d ok, %d failed, %d/%d batches reused", node, s["ok"], s["failed"],
+                              s["cached_batches"], s["batches"])
     _publish(summary)
     return summary
 

@@ -62,6 +62,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     from flows.job_flow import cascade_job
     from flows.manifest import read_inputs, validate_items
     from flows.runners import make_task_runner
+    from flows.stale_runs import crash_earlier_runs, live_run_ids
 
     if batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
@@ -88,6 +89,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     except OSError as exc:  # nothing ran yet: a usage error, like a full disk found by prepare()
         folder.remove_temp_files(include_own=True)
         raise JobFolderError(f"cannot write the job folder {root}: {exc.strerror or exc}") from None
+    crash_earlier_runs(f"{pipeline.name}:{job_id}", keep=live_run_ids())  # left Running by a dead process
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     try:
         with _server_for_this_process(), settings.no_heartbeats_without_a_server(), _older_objects_frozen():

@@ -29,7 +29,11 @@ def make_task_runner(name: str = "local", workers: int = 2, address: str | None 
         init = {"include_dashboard": False, "log_to_driver": False, "num_cpus": max(1, workers)} if not address else {}
         # Ray workers run Prefect's task engine themselves: they need the API and our code.
         init["runtime_env"] = {"env_vars": _ray_worker_env(address)}
-        return RayTaskRunner(address=address, init_kwargs=init)
+        if address:
+            _use_token_auth_when_available()
+        # "local" always starts a cluster of our own: with no address, ray.init() joins any cluster that
+        # happens to run on this machine, which refuses our num_cpus.
+        return RayTaskRunner(address=address or "local", init_kwargs=init)
     if name == "dask":
         try:
             from prefect_dask import DaskTaskRunner
@@ -37,6 +41,20 @@ def make_task_runner(name: str = "local", workers: int = 2, address: str | None 
             raise RunnerError("--runner dask needs the dask extra: pip install 'cascadekit[dask]'") from None
         return DaskTaskRunner(address=address) if address else DaskTaskRunner()
     raise RunnerError(f"unknown runner {name!r}; choose local, ray or dask")
+
+
+def _use_token_auth_when_available() -> None:
+    """Connect to a token-protected cluster the way `ray start` made it.
+
+    `ray start` (Ray 2.5x and later) turns token authentication on and stores the token; a client
+    that joins it does not, unless RAY_AUTH_MODE=token is set, and then retries for 20 s and fails.
+    The user's own RAY_AUTH_MODE always wins.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token_file):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _ray_worker_env(address: str | None) -> dict[str, str]:

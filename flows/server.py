@@ -33,13 +33,22 @@ def server_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
     return [prefect_exe(), "server", "start", "--host", host, "--port", str(port)]
 
 
-def server_env(ui: bool = False) -> dict[str, str]:
+def server_env(ui: bool = False, host: str = "127.0.0.1", port: int = 4200) -> dict[str, str]:
+    """The environment of `prefect server start`: our defaults, minus what only the temporary server wants.
+
+    The database stays Prefect's default one under PREFECT_HOME: runs made without PREFECT_API_URL
+    go to the temporary server's own database file, so the two never mix.
+    """
     env = {k: v for k, v in os.environ.items() if k not in settings.embedded_only}
     for key, value in settings.DEFAULTS.items():
         env.setdefault(key, value)
     env.pop("PREFECT_API_URL", None)  # the server is the API; it must not look for another one
     if ui:
         env["PREFECT_UI_ENABLED"] = "true"
+        # The browser asks this URL for data; left unset, Prefect derives it from its own
+        # settings (port 4200), not from `--port`, and the UI stays blank on any other port.
+        env.setdefault("PREFECT_UI_API_URL", api_url(host, port))
+        env.setdefault("PREFECT_UI_URL", api_url(host, port).removesuffix("/api"))
     return env
 
 

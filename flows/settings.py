@@ -25,8 +25,10 @@ DEFAULTS = {
     "DO_NOT_TRACK": "1",
     # Our own store persists results; Prefect's pickled results would double the I/O.
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
-    # The console belongs to our progress bar and summary; Prefect logs still reach the server/UI.
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # The console belongs to our progress bar and summary: its handler shows WARNING and up. Prefect's
+    # loggers stay at INFO, so run and task logs (batch done, reused, failed) still reach the server/UI.
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "PREFECT_SERVER_LOGGING_LEVEL": "ERROR",
     "PREFECT_UI_ENABLED": "false",
     # Every stage × batch task emits three state events. One database transaction per event cost
@@ -53,6 +55,10 @@ EMBEDDED_SERVER = {
     # recorder writes a batch logs that cancelled write at ERROR with a traceback (seen after
     # `make demo`); an API failure that matters reaches the client as an error response anyway.
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    # Its own database file: one-off runs never land among a long-lived `cascade server`'s runs,
+    # which keeps Prefect's default prefect.db in the same PREFECT_HOME.
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///" + os.path.join(
+        os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect"), "cascade-embedded.db"),
 }
 
 

@@ -28,14 +28,14 @@ def server_env(home: Path, port: int) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(home: Path, timeout: float = 150.0):
+def running_server(home: Path, timeout: float = 150.0, ui: bool = False):
     from flows.server import free_port, wait_for_api
 
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = server_env(home, port)
     log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([*CASCADE, "server", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([*CASCADE, "server", "--port", str(port), *(["--ui"] if ui else [])], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_for_api(env["PREFECT_API_URL"], timeout=timeout, proc=proc)
