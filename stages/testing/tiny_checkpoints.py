@@ -62,7 +62,11 @@ def make_whisper(path: Path, seed: int = 0, n_audio_ctx: int = 200) -> Path:
                            n_audio_layer=1, n_vocab=51864, n_text_ctx=32, n_text_state=64, n_text_head=2,
                            n_text_layer=1)
     model = Whisper(dims)
-    with torch.no_grad():  # sharper logits: fewer near-ties, varied (not degenerate) random outputs
+    with torch.no_grad():
+        # whisper leaves the decoder's position table as torch.empty (checkpoints overwrite it): whatever
+        # was in memory, inf and NaN included, made the random model differ from run to run
+        model.decoder.positional_embedding.normal_(0, 0.02)
+        # sharper logits: fewer near-ties, varied (not degenerate) random outputs
         for p in model.parameters():
             p.mul_(3.0)
     state = {k: v.half() for k, v in model.state_dict().items()}
