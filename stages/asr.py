@@ -15,7 +15,7 @@ from stages.runtime.model_cache import load_cached, path_identity, pick_device
 from stages.methods.speech_chunking import pack_chunks
 from stages.methods.voice_activity import VoiceActivityOptions, speech_regions, why_no_speech
 from stages.methods.whisper_fallback import FallbackRules, decode_with_fallback
-from stages.payloads import AudioClip, Hypothesis, Segment, Transcript
+from stages.payloads import AudioClip, Hypothesis, Segment, TimedWord, Transcript
 
 
 MAX_PEAK = 1000.0  # 60 dB above full scale: float samples beyond this are not audio
@@ -43,6 +43,7 @@ class WhisperASRConfig(StageConfig):
     compression_ratio_threshold: float | None = Field(2.4, description="above: a repetition loop, decode again")
     logprob_threshold: float | None = Field(-1.0, description="mean token log-prob below: decode again")
     no_speech_threshold: float | None = Field(0.6, description="with a low log-prob: the chunk is silent")
+    word_timestamps: bool = Field(False, description="time every word (whisper's alignment heads; one more pass)")
     download_root: str | None = None
 
     @field_validator("language")
@@ -111,9 +112,10 @@ class WhisperASR(Stage):
             chunks += [(i, s, e) for s, e in spans]
 
         decoded = self.decode(chunks, audio, model, n_frames)
+        words = self.align(chunks, decoded, audio, model, n_frames) if self.config.word_timestamps else {}
         per_item: dict[int, list] = {}
-        for (i, s, e), res in zip(chunks, decoded):
-            per_item.setdefault(i, []).append((s, e, res))
+        for k, ((i, s, e), res) in enumerate(zip(chunks, decoded)):
+            per_item.setdefault(i, []).append((s, e, res, words.get(k)))
         for i, parts in per_item.items():
             if results[i] is None:
                 results[i] = self.stitch(parts, len(audio[i]))
@@ -154,23 +156,40 @@ class WhisperASR(Stage):
         seeds = [_digest_seed(audio[i][s:e]) for i, s, e in chunks]
         return decode_with_fallback(model, mel_of, len(chunks), options, rules, cfg.decode_batch, seeds)
 
+    def align(self, chunks, decoded, audio, model, n_frames: int) -> dict[int, list[TimedWord]]:
+        """Word times of every chunk with words, in the file's time."""
+        from whisper.tokenizer import get_tokenizer
+
+        from stages.methods.word_alignment import align_words
+
+        out = {}
+        for k, ((i, s, e), r) in enumerate(zip(chunks, decoded)):
+            if not r.tokens or not np.isfinite(r.avg_logprob):
+                continue
+            tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                      language=r.language, task=self.config.task)
+            mel = window_mel(audio[i][s:e], model.dims.n_mels, n_frames).to(model.device)
+            out[k] = [TimedWord(word=w, start=a, end=b, probability=p)
+                      for w, a, b, p in align_words(model, tokenizer, r.tokens, mel, e - s, s / SAMPLE_RATE)]
+        return out
+
     def stitch(self, parts, n_samples: int):
         """Join the chunks of one file in order; chunks judged silent or stuck in a loop add no text."""
         cfg = self.config
         rules = FallbackRules(compression_ratio_threshold=cfg.compression_ratio_threshold,
                               logprob_threshold=cfg.logprob_threshold, no_speech_threshold=cfg.no_speech_threshold)
-        for s, e, r in parts:
+        for s, e, r, _ in parts:
             if not (np.isfinite(r.avg_logprob) and np.isfinite(r.no_speech_prob)):
                 return ItemFailure(f"the model gave non-finite scores for audio {_span(s, e)} "
                                    "(broken weights or audio); nothing was transcribed", kind="bad_input")
-        silent = [(s, e) for s, e, r in parts if rules.silent(r)]
-        looping = [(s, e) for s, e, r in parts if not rules.silent(r) and rules.loops(r)]
-        kept = [(s, e, r) for s, e, r in parts if not rules.silent(r) and not rules.loops(r)]
+        silent = [(s, e) for s, e, r, _ in parts if rules.silent(r)]
+        looping = [(s, e) for s, e, r, _ in parts if not rules.silent(r) and rules.loops(r)]
+        kept = [(s, e, r, w) for s, e, r, w in parts if not rules.silent(r) and not rules.loops(r)]
         segments = [Segment(start=s / SAMPLE_RATE, end=e / SAMPLE_RATE, text=r.text,
                             avg_logprob=r.avg_logprob, no_speech_prob=r.no_speech_prob,
-                            compression_ratio=r.compression_ratio, temperature=r.temperature)
-                    for s, e, r in kept if r.text]
-        n_tokens = sum(len(r.tokens) + 1 for _, _, r in kept)
+                            compression_ratio=r.compression_ratio, temperature=r.temperature, words=w)
+                    for s, e, r, w in kept if r.text]
+        n_tokens = sum(len(r.tokens) + 1 for _, _, r, _ in kept)
         nbest = None
         if cfg.nbest and len(parts) == 1 and kept and kept[0][2].temperature == 0:
             nbest = [Hypothesis(text=t, score=sc) for t, sc in kept[0][2].nbest[: cfg.nbest]]
@@ -186,8 +205,8 @@ class WhisperASR(Stage):
         return Transcript(
             text=" ".join(seg.text for seg in segments).strip(),
             language=parts[0][2].language,
-            avg_logprob=sum(r.sum_logprob for _, _, r in kept) / n_tokens if kept else None,
-            no_speech_prob=min(r.no_speech_prob for _, _, r in parts),
+            avg_logprob=sum(r.sum_logprob for _, _, r, _ in kept) / n_tokens if kept else None,
+            no_speech_prob=min(r.no_speech_prob for _, _, r, _ in parts),
             duration=n_samples / SAMPLE_RATE,
             nbest=nbest,
             segments=segments,

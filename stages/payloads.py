@@ -43,6 +43,13 @@ class Text(Payload):
     language: str | None = None
 
 
+class TimedWord(Payload):
+    word: str = Field(description="as decoded, with its leading space and punctuation")
+    start: float
+    end: float
+    probability: float
+
+
 class Segment(Payload):
     """One decoded stretch of a file, times in seconds from the file's start."""
 
@@ -53,6 +60,7 @@ class Segment(Payload):
     no_speech_prob: float
     compression_ratio: float
     temperature: float = Field(description="the decoding temperature whose result was kept (0 = greedy)")
+    words: list[TimedWord] | None = Field(None, description="with word_timestamps: each word's time")
 
 
 class Transcript(Payload):

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+BLOCK = 2048  # frames analysed at once (~20 s of audio, a few MB)
+
+
 @dataclass(frozen=True)
 class VoiceActivityOptions:
     frame: float = 0.025  # seconds per analysis frame
@@ -36,17 +39,22 @@ def frame_features(samples: np.ndarray, rate: int, opts: VoiceActivityOptions) -
     n = max(0, (len(samples) - win) // hop + 1)
     if n == 0:
         return np.zeros(0), np.zeros(0)
-    x = samples.astype(np.float64)  # float64: a full-scale or out-of-range file must not overflow
-    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n]
-    level = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
-    power = np.abs(np.fft.rfft(frames * np.hanning(win), axis=1)) ** 2
     freqs = np.fft.rfftfreq(win, 1 / rate)
-    power = power[:, (freqs >= opts.band[0]) & (freqs <= opts.band[1])] + 1e-20
-    flatness = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
+    band, taper = (freqs >= opts.band[0]) & (freqs <= opts.band[1]), np.hanning(win)
+    level, flatness = np.empty(n), np.empty(n)
+    for a in range(0, n, BLOCK):  # a block of frames at a time: memory stays flat for hours of audio
+        b = min(n, a + BLOCK)
+        # float64: a full-scale or out-of-range file must not overflow
+        x = samples[a * hop:(b - 1) * hop + win].astype(np.float64)
+        frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:b - a]
+        level[a:b] = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
+        power = np.abs(np.fft.rfft(frames * taper, axis=1))[:, band] ** 2 + 1e-20
+        flatness[a:b] = np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
     return level, flatness
 
 
-def speech_regions(samples: np.ndarray, rate: int, opts: VoiceActivityOptions = VoiceActivityOptions()) -> list[tuple[int, int]]:
+def speech_regions(samples: np.ndarray, rate: int,
+                   opts: VoiceActivityOptions = VoiceActivityOptions()) -> list[tuple[int, int]]:
     """Sorted, disjoint (start, end) sample ranges that hold speech-like sound, padded by `opts.pad`."""
     level, flatness = frame_features(samples, rate, opts)
     if level.size == 0:

@@ -166,3 +166,21 @@ def test_a_looping_chunk_is_decoded_again_at_0_2_inside_the_stage(demo, long_fil
     assert calls == [(12, 0.0), (1, 0.2)]  # one batched greedy pass, then only the failed chunk
     assert [s.temperature for s in got.segments] == [0.0] * 3 + [0.2] + [0.0] * 8
     assert got.segments[3].text == texts[3]  # the confident demo model samples the same sentence
+
+
+def test_word_timestamps_cover_each_segment_in_order(long_file, monkeypatch):
+    import whisper.timing as timing
+
+    # whisper's DTW is numba-compiled on first use (tens of seconds); its plain-Python body is the same code
+    monkeypatch.setattr(timing, "dtw_cpu", timing.dtw_cpu.py_func)
+    monkeypatch.setattr(timing, "backtrace", timing.backtrace.py_func)
+    [got] = _asr(**PER_SENTENCE, word_timestamps=True).process([AudioClip(audio=str(long_file[0]))])
+    spread = 0
+    for seg in got.segments:
+        assert "".join(w.word for w in seg.words).strip() == seg.text
+        times = [t for w in seg.words for t in (w.start, w.end)]
+        assert times == sorted(times) and seg.start <= times[0] and times[-1] <= seg.end + 1e-6
+        spread += times[-1] - times[0] > 0.3 * (seg.end - seg.start)
+    assert spread >= len(got.segments) // 2  # words are spread over the speech, not piled at one instant
+    [plain] = _asr(**PER_SENTENCE).process([AudioClip(audio=str(long_file[0]))])
+    assert plain.text == got.text and all(s.words is None for s in plain.segments)
