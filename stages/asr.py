@@ -150,21 +150,24 @@ class WhisperASR(Stage):
             mels = [window_mel(audio[i][s:e], model.dims.n_mels, n_frames) for i, s, e in (chunks[k] for k in ids)]
             return torch.stack(mels).to(model.device, dtype)
 
-        rules = FallbackRules(temperatures=tuple(cfg.temperatures), best_of=cfg.best_of,
-                              compression_ratio_threshold=cfg.compression_ratio_threshold,
-                              logprob_threshold=cfg.logprob_threshold, no_speech_threshold=cfg.no_speech_threshold)
         seeds = [_digest_seed(audio[i][s:e]) for i, s, e in chunks]
-        return decode_with_fallback(model, mel_of, len(chunks), options, rules, cfg.decode_batch, seeds)
+        return decode_with_fallback(model, mel_of, len(chunks), options, self.rules(), cfg.decode_batch, seeds)
+
+    def rules(self) -> FallbackRules:
+        cfg = self.config
+        return FallbackRules(temperatures=tuple(cfg.temperatures), best_of=cfg.best_of,
+                             compression_ratio_threshold=cfg.compression_ratio_threshold,
+                             logprob_threshold=cfg.logprob_threshold, no_speech_threshold=cfg.no_speech_threshold)
 
     def align(self, chunks, decoded, audio, model, n_frames: int) -> dict[int, list[TimedWord]]:
-        """Word times of every chunk with words, in the file's time."""
+        """Word times of every chunk whose words are kept, in the file's time."""
         from whisper.tokenizer import get_tokenizer
 
         from stages.methods.word_alignment import align_words
 
-        out = {}
+        out, rules = {}, self.rules()
         for k, ((i, s, e), r) in enumerate(zip(chunks, decoded)):
-            if not r.tokens or not np.isfinite(r.avg_logprob):
+            if not r.tokens or not np.isfinite(r.avg_logprob) or rules.silent(r) or rules.loops(r):
                 continue
             tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
                                       language=r.language, task=self.config.task)
@@ -175,9 +178,7 @@ class WhisperASR(Stage):
 
     def stitch(self, parts, n_samples: int):
         """Join the chunks of one file in order; chunks judged silent or stuck in a loop add no text."""
-        cfg = self.config
-        rules = FallbackRules(compression_ratio_threshold=cfg.compression_ratio_threshold,
-                              logprob_threshold=cfg.logprob_threshold, no_speech_threshold=cfg.no_speech_threshold)
+        cfg, rules = self.config, self.rules()
         for s, e, r, _ in parts:
             if not (np.isfinite(r.avg_logprob) and np.isfinite(r.no_speech_prob)):
                 return ItemFailure(f"the model gave non-finite scores for audio {_span(s, e)} "
