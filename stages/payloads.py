@@ -74,12 +74,23 @@ class Transcript(Payload):
     note: str | None = Field(None, description="why the text is empty or partial (silence, noise, ...)")
 
 
-class Translation(Payload):
+class TranslatedSegment(Payload):
+    """One translated stretch of a file: a source segment, or sentences re-cut from segments."""
+
+    start: float
+    end: float
+    source_text: str
     text: str
+    split: bool = Field(False, description="over the MT's token limit: cut into pieces translated alone")
+
+
+class Translation(Payload):
+    text: str = Field(description="the segments' translations joined")
     language: str | None = None
     source_text: str | None = None
     score: float | None = None
     nbest: list[Hypothesis] | None = None
+    segments: list[TranslatedSegment] | None = Field(None, description="with timestamped input: per segment")
 
 
 class Generation(Payload):
