@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	@# the held-out clips, plus one long file of 12 of them joined with pauses (demo/make_demo_long.py)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/cascade run speech-translation assets/demo/test \
-		--target de --out runs --job-id demo-$$(date +%Y%m%d-%H%M%S) --show 8
+		assets/demo/long --target de --out runs --job-id demo-$$(date +%Y%m%d-%H%M%S) --show 8 \
+		--subtitles srt,vtt
 
 test: $(STAMP)
 	bash scripts/mergekit_venv.sh  # mergekit 0.1.5 in its own venv: the merge parity reference

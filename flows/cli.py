@@ -75,6 +75,8 @@ def run(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="let Hugging Face models run the "
                                            "Python code their repository ships (auto_map); only for code you trust"),
     allow_outside_paths: bool = typer.Option(False, help="let a .jsonl name files outside its own folder"),
+    subtitles: Optional[str] = typer.Option(None, help="also write subtitles per audio item: srt, vtt or srt,vtt "
+                                            "(OUT/JOB_ID/subtitles/ITEM.LANG.FMT and ITEM.segments.json)"),
 ) -> None:
     """Run a pipeline over inputs as one Prefect flow; outputs land in OUT/JOB_ID."""
     from pydantic import ValidationError
@@ -108,7 +110,7 @@ def run(
             result = run_job(pipe, list(inputs), out=out_dir, job_id=job_id, batch_size=batch_size,
                              runner=runner, workers=workers, ray_address=ray_address,
                              show_progress=sys.stderr.isatty(), gpu_limit=gpu_limit,
-                             allow_outside_paths=allow_outside_paths)
+                             allow_outside_paths=allow_outside_paths, subtitles=subtitles)
     except ValidationError as exc:  # a stage setting: one line naming the config, not pydantic's report
         usage_error(f"{exc.title}: {describe_validation(exc)}")
     except (PipelineNotFound, WiringError, InputError, RunnerError, ConfigError, ValueError) as exc:
@@ -174,6 +176,10 @@ def _print_result(result, show: int) -> None:
     if s["metrics"]:
         out.print("metrics: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items()), highlight=False)
     out.print(f"outputs: {JobFolder(result.root).path(JobFolder.OUTPUTS)}", highlight=False)
+    if s.get("subtitles"):
+        n = sum(map(len, s["subtitles"].values()))
+        out.print(f"subtitles: {n} files for {len(s['subtitles'])} items in "
+                  f"{JobFolder(result.root).path(JobFolder.SUBTITLES)}", highlight=False)
 
 
 def _brief(output: dict | None, width: int = 60) -> str:

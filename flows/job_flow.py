@@ -10,6 +10,7 @@ import queue
 import re
 import time
 import uuid
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -61,7 +62,8 @@ def _logged(summary: dict, node: str, index: int) -> dict:
 
 
 @flow(name="cascade-job", persist_result=False, log_prints=False)
-def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = None) -> dict:
+def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = None,
+                subtitles: list[str] | None = None) -> dict:
     """Submit each stage × batch as soon as its upstream batches are done (pipelining across stages).
 
     Upstream results reach a task as plain values, not as Prefect futures:
@@ -124,7 +126,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
     status.write()
     if not status.no_space:
         try:
-            summary = collect(job, runs, failures, time.perf_counter() - start)
+            summary = collect(job, runs, failures, time.perf_counter() - start, subtitles)
         except OSError as exc:
             if not is_no_space(exc):
                 raise
@@ -136,7 +138,7 @@ def cascade_job(root: str, show_progress: bool = False, gpu_limit: str | None = 
     for node, s in summary["stages"].items():
         get_run_logger().info("stage %s: %d ok, %d failed, %d/%d batches reused", node, s["ok"], s["failed"],
                               s["cached_batches"], s["batches"])
-    _publish(summary)
+    _publish(summary, root)
     return summary
 
 
@@ -201,6 +203,17 @@ def _failure_message(state) -> str:
     return state.message or state.name or "task failed"
 
 
+def subtitle_rows(files: dict[str, list[str]], root: str) -> list[dict]:
+    """One row per item: a link (file URI, or the fsspec URI as it is) to each of its subtitle files,
+    in a column named by what follows the item's name (`en.srt`, `de.vtt`, `segments.json`)."""
+    base = Path(root).as_uri() if root and "://" not in root else root.rstrip("/")
+    rows = []
+    for item, paths in list(files.items())[:_ARTIFACT_SUBTITLE_ROWS]:
+        prefix = JobFolder.segments_file(item).removesuffix("segments.json")
+        rows.append({"item": item, **{p.removeprefix(prefix): f"[{p}]({base}/{p})" for p in paths}})
+    return rows
+
+
 def _progress(show: bool, total: int):
     class _Ctx:
         def __enter__(self):
@@ -215,13 +228,20 @@ def _progress(show: bool, total: int):
     return _Ctx()
 
 
-def _publish(summary: dict) -> None:
-    """The same summary as a Prefect table artifact (and metrics as markdown)."""
+_ARTIFACT_SUBTITLE_ROWS = 500  # an artifact is for people: past this, the job folder lists the rest
+
+
+def _publish(summary: dict, root: str = "") -> None:
+    """The same summary as a Prefect table artifact (and metrics as markdown); with subtitles, a
+    table of each item's subtitle files, linked by URI."""
     key = re.sub(r"[^a-z0-9-]+", "-", f"cascade-{summary['job_id']}".lower()).strip("-")
     rows = [{"stage": n, **s} for n, s in summary["stages"].items()]
     try:
         create_table_artifact(rows, key=key, description=f"{summary['pipeline']}: {summary['ok']}/"
                               f"{summary['items']} items ok")
+        if summary.get("subtitles"):
+            create_table_artifact(subtitle_rows(summary["subtitles"], root), key=f"{key}-subtitles",
+                                  description=f"{summary['pipeline']}: subtitles in {root}/{JobFolder.SUBTITLES}")
         if summary["metrics"]:
             body = "\n".join(f"| {k} | {v} |" for k, v in summary["metrics"].items())
             create_markdown_artifact(f"| metric | value |\n|---|---|\n{body}", key=f"{key}-metrics")

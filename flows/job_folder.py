@@ -5,6 +5,7 @@
     progress.json     finished batches per stage, while the job runs
     stages/<node>/<key>.jsonl   one stored stage × batch (see flows/store.py)
     outputs.jsonl errors.jsonl summary.json   written when the job ends
+    subtitles/ITEM.LANG.srt|vtt, subtitles/ITEM.segments.json   with `--subtitles` (flows/subtitles.py)
 
 No other module spells these names. Writes go through flows.store.RunStore,
 atomically via `<file>.tmp-<host>-<pid>-<n>` files that this class cleans up.
@@ -12,6 +13,7 @@ atomically via `<file>.tmp-<host>-<pid>-<n>` files that this class cleans up.
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
 import re
@@ -48,6 +50,7 @@ class JobFolder:
     OUTPUTS = "outputs.jsonl"
     ERRORS = "errors.jsonl"
     STAGES = "stages"
+    SUBTITLES = "subtitles"
     TEMP_MARK = ".tmp-"
 
     def __init__(self, root: str):
@@ -71,6 +74,15 @@ class JobFolder:
     @staticmethod
     def batch_file(node: str, key: str) -> str:
         return f"{JobFolder.STAGES}/{node}/{key}.jsonl"
+
+    @staticmethod
+    def subtitle_file(item_id: str, language: str, fmt: str) -> str:
+        """subtitles/ITEM.LANG.FMT (FMT: srt, vtt)."""
+        return f"{JobFolder.SUBTITLES}/{_file_stem(item_id)}.{_file_stem(language)}.{fmt}"
+
+    @staticmethod
+    def segments_file(item_id: str) -> str:
+        return f"{JobFolder.SUBTITLES}/{_file_stem(item_id)}.segments.json"
 
     @staticmethod
     def temp_name(path: str) -> str:
@@ -175,6 +187,12 @@ class JobFolder:
         except PermissionError:  # alive, another user's
             return False
         return False
+
+
+def _file_stem(name: str) -> str:
+    """An item id as a plain file name; ids that needed changes get a digest, so two never collide."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-") or "_"
+    return safe if safe == name else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def check_job_id(job_id: str) -> str:

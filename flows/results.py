@@ -6,11 +6,16 @@ from collections import defaultdict
 from flows.job import Job
 from flows.job_folder import JobFolder
 from flows.metrics import METRICS
+from flows.subtitles import write_subtitles
 
 
 def collect(job: Job, stage_runs: dict[str, list[dict | None]], failures: dict[tuple[str, int], str],
-            wall_seconds: float) -> dict:
-    """`stage_runs[node][i]` is the summary of batch i (None when the task never finished)."""
+            wall_seconds: float, subtitles: list[str] | None = None) -> dict:
+    """`stage_runs[node][i]` is the summary of batch i (None when the task never finished).
+
+    `subtitles` (formats, e.g. ["srt", "vtt"]): also write each item's subtitle files; the summary's
+    "subtitles" maps item id -> their paths in the job folder.
+    """
     store, pipe = job.store, job.pipeline
     outputs: dict[str, dict[str, dict]] = defaultdict(dict)   # node -> id -> output
     errors: dict[str, dict] = {}                              # id -> first error
@@ -70,6 +75,10 @@ def collect(job: Job, stage_runs: dict[str, list[dict | None]], failures: dict[t
         "failed": len(err_rows), "stages": stats, "metrics": metrics,
         "wall_seconds": round(wall_seconds, 3), "batch_size": max(map(len, job.batches), default=0),
     }
+    if subtitles:
+        languages = {n: getattr(pipe.nodes[n].stage.config, "target_lang", None)
+                     or getattr(pipe.nodes[n].stage.config, "language", None) for n in order}
+        summary["subtitles"] = write_subtitles(store, out_rows, order, languages, subtitles)
     store.write_jsonl(JobFolder.OUTPUTS, out_rows)
     store.write_jsonl(JobFolder.ERRORS, err_rows)
     store.write_json(JobFolder.SUMMARY, summary)

@@ -46,13 +46,15 @@ class JobResult:
 
 def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str | None = None,
         batch_size: int = 16, runner: str = "local", workers: int = 2, ray_address: str | None = None,
-        show_progress: bool = False, gpu_limit: str | None = None, allow_outside_paths: bool = False) -> JobResult:
+        show_progress: bool = False, gpu_limit: str | None = None, allow_outside_paths: bool = False,
+        subtitles: str | list[str] | None = None) -> JobResult:
     """Run `pipeline` over `inputs` (paths, folders, JSONL files or dicts) as one Prefect flow.
 
     The same `job_id` resumes: finished stage × batch results are reused.
     `gpu_limit` names a Prefect global concurrency limit that every task of a
     GPU stage occupies one slot of (see `cascade worker`); None = no limit.
     Files named in a .jsonl must lie under its folder unless `allow_outside_paths`.
+    `subtitles` ("srt,vtt" or ["srt"]) writes subtitles/ITEM.LANG.FMT and ITEM.segments.json per audio item.
     Raises ValueError (JobFolderError, ConfigError, ...) for usage errors and NoSpaceLeft
     when the disk fills up mid-run (rerun the same job id to resume).
     """
@@ -64,8 +66,11 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     from flows.runners import make_task_runner
     from flows.stale_runs import crash_earlier_runs, live_run_ids
 
+    from flows.subtitles import parse_formats
+
     if batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
+    subtitle_formats = parse_formats(subtitles)  # an unknown format: a usage error before any work
     pipeline.validate()
     preflight.check(pipeline)  # e.g. a missing model path: one usage error, not N item errors
     if runner == "local":
@@ -93,7 +98,7 @@ def run(pipeline: Pipeline, inputs: list[Any], *, out: str = "runs", job_id: str
     flow_run = cascade_job.with_options(task_runner=task_runner, flow_run_name=f"{pipeline.name}:{job_id}")
     try:
         with _server_for_this_process(), settings.no_heartbeats_without_a_server(), _older_objects_frozen():
-            summary = flow_run(root, show_progress, gpu_limit)
+            summary = flow_run(root, show_progress, gpu_limit, subtitle_formats)
     except BaseException as exc:
         folder.remove_temp_files(include_own=True)  # half-written files of this run; finished ones stay
         if is_no_space(exc):

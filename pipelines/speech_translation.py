@@ -42,7 +42,8 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
     asr_model = _or_demo(asr_model, DEMO_ASR, "asr_model", "speech-translation")
     mt_model = None if mt_ensemble else _or_demo(mt_model, DEMO_MT, "mt_model", "speech-translation")
     asr = WhisperASR(model=asr_model, language=source, beam_size=beam_size or (asr_nbest or None),
-                     nbest=asr_nbest, decode_batch=asr_batch, device=device, max_seconds=max_seconds)
+                     nbest=asr_nbest, decode_batch=asr_batch, device=device, max_seconds=max_seconds,
+                     **_demo_asr_chunking(asr_model))
     if mt_ensemble:
         mt = EnsembleTranslate(members=[m.strip() for m in mt_ensemble.split(",") if m.strip()],
                                combiner=combiner, target_lang=target, num_beams=mt_beams,
@@ -55,13 +56,18 @@ def speech_translation(target: str = "de", source: str | None = "en", asr_model:
     return pipe.add("asr", asr).add("mt", mt).connect("asr", "mt").validate()
 
 
+def _demo_asr_chunking(asr_model: str) -> dict:
+    """The demo ASR knows only single sentences that start at t=0: cut long audio at every sentence's onset."""
+    return {"vad_pad": 0.0, "max_pause": 0.3} if asr_model == DEMO_ASR else {}
+
+
 def transcribe(model: str | None = None, language: str | None = None, beam_size: int | None = None,
                device: str = "auto", max_seconds: float = 4 * 3600) -> Pipeline:
     """Speech in, transcript out (whisper)."""
     model = _or_demo(model, DEMO_ASR, "model", "transcribe")
     pipe = Pipeline("transcribe", metrics=[Metric("wer", "asr", "text", f"ref_{language or 'en'}")])
     return pipe.add("asr", WhisperASR(model=model, language=language, beam_size=beam_size, device=device,
-                                      max_seconds=max_seconds))
+                                      max_seconds=max_seconds, **_demo_asr_chunking(model)))
 
 
 def translate(target: str = "de", source: str | None = "en", model: str | None = None, beams: int = 4,

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from stages.base import Stage, StageConfig
-from stages.methods.upstream_nbest import best_by_item, candidate_sources
+from stages.methods.segment_translation import translate_items
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.runtime.model_cache import load_cached, path_identity, pick_device
 from stages.payloads import Hypothesis, Translation
@@ -100,21 +100,23 @@ class EnsembleTranslate(Stage):
                 results[i] = Translation(text="", language=cfg.target_lang, source_text=item.text)
             else:
                 todo.append(i)
-        jobs, failures = candidate_sources([batch[i] for i in todo], cfg.use_upstream_nbest,
-                                           lambda t: len(tok(t)["input_ids"]), limit)
-        jobs = [(todo[k], text, score) for k, text, score in jobs]
-        for k, failure in failures.items():
-            results[todo[k]] = failure
-        order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))  # less padding per decode call
-        hyps: list = [None] * len(jobs)
-        for b in range(0, len(order), cfg.generate_batch):
-            idx = order[b:b + cfg.generate_batch]
-            for j, nbest in zip(idx, self.decode([jobs[j][1] for j in idx], members, limit)):
-                hyps[j] = [Hypothesis(text=h.text.strip(), score=h.logprob) for h in nbest]
-        for i, (text, nb) in best_by_item(jobs, hyps, cfg.upstream_weight).items():
-            results[i] = Translation(text=nb[0].text, language=cfg.target_lang, source_text=text,
-                                     score=nb[0].score, nbest=nb[: cfg.nbest] if cfg.nbest else None)
+        done = translate_items(batch, todo, use_nbest=cfg.use_upstream_nbest, upstream_weight=cfg.upstream_weight,
+                               count=lambda t: len(tok(t)["input_ids"]), max_tokens=limit,
+                               target_lang=cfg.target_lang, nbest=cfg.nbest,
+                               translate=lambda texts, _langs: self._translate(texts, members, limit))
+        for i, result in done.items():
+            results[i] = result
         return results
+
+    def _translate(self, sources: list[str], members, limit: int) -> list[list[Hypothesis]]:
+        """One n-best list per source, batched in length order (less padding per decode call)."""
+        hyps: list[list[Hypothesis]] = [[] for _ in sources]
+        order = sorted((j for j, s in enumerate(sources) if s.strip()), key=lambda j: len(sources[j]))
+        for b in range(0, len(order), self.config.generate_batch):
+            idx = order[b:b + self.config.generate_batch]
+            for j, nbest in zip(idx, self.decode([sources[j] for j in idx], members, limit)):
+                hyps[j] = [Hypothesis(text=h.text.strip(), score=h.logprob) for h in nbest]
+        return hyps
 
     def decode(self, sources: list[str], members, limit: int):
         from stages.methods.ensembling import ensemble_generate, routed_generate

@@ -8,15 +8,17 @@ import torch
 from pydantic import BaseModel, Field
 
 from stages.base import ItemFailure, Stage, StageConfig
-from stages.methods.upstream_nbest import best_by_item, candidate_sources
+from stages.methods.segment_translation import translate_items
 from stages.runtime.hf_loading import hf_identity, load_hf
 from stages.runtime.model_languages import check_target_language, language_tokens, pick_language_token
-from stages.payloads import Hypothesis, Translation
+from stages.payloads import Hypothesis, Segment, Translation
 
 class SourceText(BaseModel):
     text: str
     language: str | None = Field(None, description="source language; the config's source_lang when unset")
     nbest: list[Hypothesis] | None = Field(None, description="alternatives from upstream (e.g. ASR n-best)")
+    segments: list[Segment] | None = Field(None, description="timestamped ASR segments: translated one by one "
+                                           "(stages/methods/segment_translation.py)")
 
 
 class TranslateConfig(StageConfig):
@@ -26,7 +28,8 @@ class TranslateConfig(StageConfig):
     target_lang: str | None = None
     num_beams: int = Field(4, ge=1)
     max_new_tokens: int = Field(256, ge=1)
-    max_input_tokens: int = Field(512, ge=1, description="longer inputs fail per item instead of being cut")
+    max_input_tokens: int = Field(512, ge=1, description="longer plain texts fail per item; longer ASR segments "
+                                  "are cut into pieces and flagged `split`")
     length_penalty: float = 1.0
     nbest: int = Field(0, ge=0, description="return this many translations (≤ num_beams)")
     use_upstream_nbest: bool = Field(False, description="translate every upstream hypothesis; keep the best "
@@ -73,15 +76,12 @@ class Translate(Stage):
                 results[i] = ItemFailure("source text is empty or blank (set empty_source='empty' to pass it on)")
             else:
                 todo.append(i)
-        jobs, failures = candidate_sources([batch[i] for i in todo], cfg.use_upstream_nbest,
-                                           lambda t: len(tok(t, add_special_tokens=True)["input_ids"]), max_in)
-        jobs = [(todo[k], text, score) for k, text, score in jobs]
-        for k, failure in failures.items():
-            results[todo[k]] = failure
-        hyps = self.translate([t for _, t, _ in jobs], [batch[i].language for i, _, _ in jobs], model, tok)
-        for i, (text, nb) in best_by_item(jobs, hyps, cfg.upstream_weight).items():
-            results[i] = Translation(text=nb[0].text if nb else "", language=cfg.target_lang, source_text=text,
-                                     score=nb[0].score if nb else None, nbest=nb[: cfg.nbest] if cfg.nbest else None)
+        count = lambda t: len(tok(t, add_special_tokens=True)["input_ids"])  # noqa: E731
+        done = translate_items(batch, todo, use_nbest=cfg.use_upstream_nbest, upstream_weight=cfg.upstream_weight,
+                               count=count, max_tokens=max_in, target_lang=cfg.target_lang, nbest=cfg.nbest,
+                               translate=lambda texts, langs: self.translate(texts, langs, model, tok))
+        for i, result in done.items():
+            results[i] = result
         return results
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ def asr_mt(asr_model: str, mt_model: str, max_seconds: float = 15.0, language: s
     from stages.translate import Translate
 
     asr = WhisperASR(model=asr_model, max_seconds=max_seconds, language=language)
-    return Pipeline("bad-asr-mt").add("asr", asr).add("mt", Translate(model=mt_model, num_beams=1)).connect(
+    return Pipeline("bad-asr-mt").add("asr", asr).add("mt", Translate(model=mt_model, num_beams=1, empty_source="empty")).connect(
         "asr", "mt").validate()
 
 

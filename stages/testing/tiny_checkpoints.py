@@ -120,8 +120,11 @@ def make_whisper(path: Path, seed: int = 0, n_audio_ctx: int = 200, n_vocab: int
                            n_audio_layer=1, n_vocab=n_vocab, n_text_ctx=32, n_text_state=64, n_text_head=2,
                            n_text_layer=1)
     model = Whisper(dims)
-    if sharpen != 1.0:
-        with torch.no_grad():
+    with torch.no_grad():
+        # whisper leaves the decoder's position table as torch.empty (checkpoints overwrite it): whatever
+        # was in memory, inf and NaN included, made the random model differ from run to run
+        model.decoder.positional_embedding.normal_(0, 0.02)
+        if sharpen != 1.0:
             for p in model.parameters():
                 p.mul_(sharpen)
     state = {k: v.half() for k, v in model.state_dict().items()}
