@@ -2,9 +2,8 @@
 temperature fallback, timestamped segments, n-best."""
 from __future__ import annotations
 
-import os
-
 import hashlib
+import os
 from typing import Literal
 
 import numpy as np
