@@ -93,6 +93,25 @@ def test_fan_out_fan_in_joins_by_item_id(tmp_path):
     assert [o["join"]["text"] for o in result.outputs] == [f"{t['text'].upper()}|4" for t in TEXTS[:5]]
 
 
+def test_fan_out_one_stage_feeds_two_and_both_outputs_equal_direct_calls(tmp_path):
+    class Reverse(Upper):
+        kind = "reverse"
+
+        def process(self, batch):
+            return [Upper.Output(text=t.text[::-1]) for t in batch]
+
+    pipe = (Pipeline("fan").add("up", Upper()).add("split", Split()).add("rev", Reverse())
+            .connect("up", "split").connect("up", "rev"))
+    assert pipe.validate().sinks() == ["split", "rev"]
+    upper = Upper().run_batch([Upper.Input(text=t["text"]) for t in TEXTS[:5]])
+    result = run(pipe, TEXTS[:5], out=str(tmp_path), job_id="fan", batch_size=2)
+    assert result.exit_code == 0 and [o["id"] for o in result.outputs] == [t["id"] for t in TEXTS[:5]]
+    assert [o["split"] for o in result.outputs] == [w.model_dump() for w in Split().run_batch(upper)]
+    assert [o["rev"] for o in result.outputs] == [r.model_dump() for r in Reverse().run_batch(upper)]
+    assert result.outputs[0]["rev"]["text"] == "EREH 0 REBMUN ECNETNES"  # by hand: upper-cased, then reversed
+    assert result.summary["stages"]["up"]["batches"] == 3  # the shared upstream ran once per batch, not per branch
+
+
 def test_changed_downstream_stage_recomputes_only_itself(tmp_path):
     count = tmp_path / "calls.txt"
     first = Pipeline.chain(Upper(count_file=str(count)), Split(count_file=str(count)))

@@ -161,14 +161,43 @@ def test_masked_stats_drop_padding_tokens():
         masked_stats(full, torch.ones(3))
 
 
-def test_generate_runs_with_sparse_layers_and_records_stats():
+def greedy_by_hand(model, enc, steps: int) -> torch.Tensor:
+    """Reference: greedy decoding by full forward passes (no KV cache, no generate)."""
+    out = torch.full((enc["input_ids"].shape[0], 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        for _ in range(steps):
+            step = model(**enc, decoder_input_ids=out).logits[:, -1]
+            step[:, model.config.pad_token_id] = -float("inf")  # Marian never writes pad
+            out = torch.cat([out, step.argmax(-1, keepdim=True)], dim=1)
+    return out
+
+
+def test_upcycled_model_generates_exactly_what_the_dense_model_generates(tmp_path):
+    dense = tiny_moe_base().eval()
+    moe = tiny_moe_base()
+    convert_marian_to_moe(moe, moe_cfg(), upcycle=True, seed=0)
+    randomize_routers(moe)
+    save_moe_marian(moe, word_tokenizer(), tmp_path / "up")
+    loaded, tok = load_moe_marian(tmp_path / "up")
+    enc = tok(["the cat sees a dog .", "who is not big ?"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        want = dense.generate(**enc, num_beams=3, max_new_tokens=10)
+        assert torch.equal(moe.eval().generate(**enc, num_beams=3, max_new_tokens=10), want)
+        assert torch.equal(loaded.generate(**enc, num_beams=3, max_new_tokens=10), want)
+    assert want.shape[1] > 3
+
+
+def test_generate_with_sparse_layers_equals_greedy_by_hand_and_records_stats():
     model = tiny_moe_base()
     convert_marian_to_moe(model, moe_cfg(), upcycle=False, seed=1)
+    randomize_routers(model)
+    model.eval()
     tok = word_tokenizer()
-    enc = tok(["the cat sees a dog ."], return_tensors="pt")
+    enc = tok(["the cat sees a dog .", "a cat runs"], return_tensors="pt", padding=True)
     with torch.no_grad():
-        out = model.generate(**enc, num_beams=3, max_new_tokens=6)
-    assert out.shape[0] == 1 and 2 <= out.shape[1] <= 7
+        out = model.generate(**enc, num_beams=1, do_sample=False, max_new_tokens=5, min_new_tokens=5,
+                             forced_eos_token_id=None)
+    assert torch.equal(out, greedy_by_hand(model, enc, 5))  # the KV-cache path routes like the full pass
     assert all(m.last_stats is not None for m in moe_modules(model).values())
 
 

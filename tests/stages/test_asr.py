@@ -7,8 +7,10 @@ import whisper
 
 from flows import run
 from pipelines import Pipeline
-from stages.asr import WhisperASR, window_mel
-from stages.runtime.audio_decoding import load_audio, split_windows
+import numpy as np
+
+from stages.asr import WhisperASR
+from stages.runtime.audio_decoding import load_audio
 from stages.base import ItemError
 from stages.payloads import AudioClip, Transcript
 
@@ -18,15 +20,35 @@ GOOD = ["ok_a.wav", "ok_b.flac", "ok_c.ogg", "rate8k.wav", "stereo48k.wav"]
 RAW = dict(temperatures=[0.0], compression_ratio_threshold=None)
 
 
+def _cut_by_hand(samples: np.ndarray, window: int) -> list[np.ndarray]:
+    """The documented cutting rule, written out again for the reference: while more than one window is left,
+    cut at the centre of the quietest 10 ms frame in the last quarter of the next window."""
+    pieces, start = [], 0
+    while len(samples) - start > window:
+        lo = start + window * 3 // 4
+        frames = samples[lo:start + window]
+        frames = frames[: len(frames) // 160 * 160].reshape(-1, 160)
+        cut = lo + int(np.argmin((frames ** 2).mean(axis=1))) * 160 + 80
+        pieces.append(samples[start:cut])
+        start = cut
+    return pieces + [samples[start:]]
+
+
+def _window_mel_by_hand(samples: np.ndarray, n_frames: int) -> torch.Tensor:
+    """whisper's own log-mel of the window, zero-padded to the model's frame count by whisper.pad_or_trim."""
+    return whisper.pad_or_trim(whisper.log_mel_spectrogram(torch.from_numpy(samples.astype(np.float32))), n_frames)
+
+
 def _reference(ckpt, paths, **opts):
-    """whisper's own per-file decode of each window, texts joined: the independent reference."""
+    """whisper's own per-file decode of each window, texts joined: the independent reference
+    (windows cut by plain numpy slicing here, not by the project's cutter)."""
     model = whisper.load_model(str(ckpt), device="cpu")
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False, **opts)
     n_frames = 2 * model.dims.n_audio_ctx
     texts = []
     for p in paths:
-        pieces = split_windows(load_audio(str(p)), n_frames * 160)
-        texts.append(" ".join(whisper.decode(model, window_mel(w, 80, n_frames), options).text for w in pieces))
+        pieces = _cut_by_hand(load_audio(str(p)), n_frames * 160)
+        texts.append(" ".join(whisper.decode(model, _window_mel_by_hand(w, n_frames), options).text for w in pieces))
     return texts
 
 
@@ -51,7 +73,7 @@ def test_greedy_batched_equals_per_file_whisper_decode(tiny_whisper, audio_dir):
 
 def test_beam_with_batch_works_where_upstream_breaks(tiny_whisper, audio_dir):
     model = whisper.load_model(str(tiny_whisper), device="cpu")
-    mels = torch.stack([window_mel(load_audio(str(audio_dir / n)), 80, 400) for n in GOOD[:2]])
+    mels = torch.stack([_window_mel_by_hand(load_audio(str(audio_dir / n)), 400) for n in GOOD[:2]])
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False, beam_size=3)
     try:  # upstream batch>1 with beam>1: features are not repeated per beam
         whisper.decode(model, mels, options)
@@ -71,7 +93,15 @@ def test_long_audio_is_windowed_and_stitched(tiny_whisper, audio_dir):
     [got] = stage.process(_clips(audio_dir, ["medium10s.wav"]))
     assert got.duration == pytest.approx(10.0, abs=0.01)
     assert got.text == _reference(tiny_whisper, [audio_dir / "medium10s.wav"])[0]
-    assert len(split_windows(load_audio(str(audio_dir / "medium10s.wav")), 400 * 160)) == 3
+    import soundfile as sf
+
+    samples, rate = sf.read(str(audio_dir / "medium10s.wav"), dtype="float32")
+    assert rate == 16000 and np.array_equal(samples, load_audio(str(audio_dir / "medium10s.wav")))
+    pieces = _cut_by_hand(samples, 400 * 160)
+    assert len(pieces) == 3 and all(3 * 16000 <= len(p) <= 4 * 16000 for p in pieces[:2])
+    single = whisper.decode(whisper.load_model(str(tiny_whisper), device="cpu"), _window_mel_by_hand(pieces[0], 400),
+                            whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)).text
+    assert got.text.startswith(single) and len(got.text) > len(single)  # the later windows were transcribed too
 
 
 def test_bad_audio_fails_per_item_and_the_batch_completes(tiny_whisper, audio_dir):

@@ -35,6 +35,42 @@ def test_two_members_differ_from_each_alone_and_weights_matter(tiny_marian, seco
     assert a != b
 
 
+def greedy_mixture(paths, text: str, max_new_tokens: int) -> str:
+    """Independent reference: greedy decoding on the average of the members' next-token probabilities,
+    by plain HF forward passes (no cache), with Marian's generation rules (pad never written,
+    eos forced on the last step)."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(paths[0])
+    models = [AutoModelForSeq2SeqLM.from_pretrained(p).eval() for p in paths]
+    src = tok(text, return_tensors="pt")
+    out = [models[0].config.decoder_start_token_id]
+    with torch.no_grad():
+        for step in range(max_new_tokens):
+            prefix = torch.tensor([out])
+            probs = sum(m(**src, decoder_input_ids=prefix).logits[0, -1].softmax(-1) for m in models) / len(models)
+            probs[tok.pad_token_id] = 0
+            out.append(tok.eos_token_id if step == max_new_tokens - 1 else int(probs.argmax()))
+            if out[-1] == tok.eos_token_id:
+                break
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def test_two_member_ensemble_differs_from_both_members_and_equals_the_probability_mixture(
+        tiny_marian, second_marian):
+    items = [SourceText(text=t) for t in SOURCES[:3]]
+
+    def texts(members):
+        return [r.text for r in EnsembleTranslate(members=members, num_beams=1, max_new_tokens=12).process(items)]
+
+    a, b = texts([str(tiny_marian)]), texts([str(second_marian)])
+    both = texts([str(tiny_marian), str(second_marian)])
+    assert both == [greedy_mixture([tiny_marian, second_marian], i.text, 12) for i in items]
+    assert a == [greedy_mixture([tiny_marian], i.text, 12) for i in items]  # the reference holds for one model
+    assert any(e != x and e != y for e, x, y in zip(both, a, b)), (both, a, b)
+
+
 def test_wrong_weight_count_is_a_config_error(tiny_marian):
     with pytest.raises(ValueError, match="2 weights for 1 members"):
         EnsembleTranslate(members=[str(tiny_marian)], weights=[0.5, 0.5])

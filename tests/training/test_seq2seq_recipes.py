@@ -54,3 +54,41 @@ def test_checkpoint_series_are_loadable_members(tiny_data, tmp_path):  # noqa: F
     members = [load_member(m, device="cpu") for m in result["members"]]
     w3, w6 = (m.model.model.shared.weight for m in members[:2])
     assert not torch.allclose(w3, w6)
+
+
+def test_bagged_member_i_is_plain_training_on_resample_i(tiny_data, tmp_path):  # noqa: F811
+    """Member 1 = the mt recipe on bootstrap resample 1 with seed + 1; on the full data it would differ."""
+    from stages.training.member_recipes import bootstrap
+    from tests.training.training_fixtures import write_jsonl
+
+    opts = dict(model=str(tiny_data["start"]), **{**FAST, "steps": 4})
+    run_bagged(BaggedOptions(data=tiny_data["train"], out=tmp_path / "bag", k=2, bootstrap_seed=7, seed=5, **opts))
+    resamples = [bootstrap(tiny_data["pairs"], 7 + i) for i in range(2)]
+    assert resamples[0] != resamples[1]  # two members, two different resamples
+    by_hand = write_jsonl(tmp_path / "resample-1.jsonl", resamples[1])
+    run(MTOptions(data=by_hand, out=tmp_path / "by-hand", seed=6, **opts))
+    run(MTOptions(data=tiny_data["train"], out=tmp_path / "full", seed=6, **opts))
+    member = load_file(tmp_path / "bag" / "member-1" / "model.safetensors")
+    same = load_file(tmp_path / "by-hand" / "model.safetensors")
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    assert all(torch.equal(member[k], same[k]) for k in member)
+    assert not torch.equal(member["model.shared.weight"], full["model.shared.weight"])
+
+
+def test_checkpoint_members_are_one_run_and_decode_as_an_ensemble(tiny_data, tmp_path):  # noqa: F811
+    from stages.ensemble import EnsembleTranslate
+    from stages.translate import SourceText
+
+    opts = dict(data=tiny_data["train"], model=str(tiny_data["start"]), **{**FAST, "steps": 7})
+    result = run_checkpoints(CheckpointOptions(out=tmp_path / "ckpt", save_every=3, **opts))
+    assert json.loads((tmp_path / "ckpt" / "members.json").read_text())["members"] == result["members"]
+    run(MTOptions(out=tmp_path / "plain", **opts))  # the same run without checkpoints ends in the same weights
+    last, plain = load_file(tmp_path / "ckpt" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(last[k], plain[k]) for k in last)
+    weights = [load_file(f"{m}/model.safetensors")["model.shared.weight"] for m in result["members"]]
+    assert all(not torch.equal(weights[i], weights[j]) for i in range(3) for j in range(i + 1, 3))
+    sources = [SourceText(text=s) for s, _ in tiny_data["pairs"][:4]]
+    ens = EnsembleTranslate(members=result["members"], num_beams=1, max_new_tokens=8).process(sources)
+    alone = EnsembleTranslate(members=result["members"][-1:], num_beams=1, max_new_tokens=8).process(sources)
+    assert len(ens) == 4 and all(e.source_text == s.text for e, s in zip(ens, sources))
+    assert any(abs(e.score - a.score) > 1e-4 for e, a in zip(ens, alone))  # the earlier checkpoints take part
