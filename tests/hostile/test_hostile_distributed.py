@@ -239,7 +239,8 @@ def test_submit_timeout_says_what_happened_and_how_to_cancel(server, tmp_path):
 # 29 ------------------------------------------------------------------------------------------------
 
 def test_runs_without_a_server_use_their_own_database_and_cascade_server_the_default(tmp_path):
-    probe = ("import flows\n"
+    probe = ("from flows import settings\n"
+             "settings.apply()  # what every entry point does before prefect loads\n"
              "from prefect.settings import get_current_settings\n"
              "from flows.server import server_env\n"
              "print(get_current_settings().server.database.connection_url.get_secret_value())\n"
