@@ -117,9 +117,12 @@ def test_cascade_merge_refuses_python_yaml_tags(tmp_path):
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+PRODUCT_DIRS = ("stages", "pipelines", "flows", "scripts", "demo", "experiments", "benchmarks")
+
+
 def product_files() -> list[Path]:
-    skip = {"tests", ".venv", ".git", "build", "dist"}
-    return [p for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)]
+    """The project's own code: its folders only (a checkout also holds venvs, e.g. .venv-mergekit)."""
+    return sorted(p for d in PRODUCT_DIRS for p in (ROOT / d).rglob("*.py"))
 
 
 def unsafe_calls(path: Path, root: Path = ROOT) -> list[str]:
