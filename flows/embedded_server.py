@@ -18,14 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+from flows import settings
+
 _lock = threading.Lock()
 _server: "EmbeddedServer | None" = None
-
-
-def default_database() -> str:
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{home / 'cascade-embedded.db'}"
 
 
 class EmbeddedServer:
@@ -34,7 +30,9 @@ class EmbeddedServer:
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.log = tempfile.NamedTemporaryFile(prefix="cascade-server-", suffix=".log", delete=False)
         env = {**os.environ, "PREFECT_UI_ENABLED": "false", "PREFECT__SERVER_EPHEMERAL": "1"}
-        env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", default_database())  # settings.apply() sets it too
+        # its own database file, named once in flows/settings.py (apply() has usually set it already)
+        key = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+        env.setdefault(key, settings.EMBEDDED_SERVER[key])
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flows.embedded_server", str(os.getpid()), str(self.port)],
